@@ -1,0 +1,3 @@
+"""Image metrics shared by hub and site: Fréchet distance, SSIM and friends."""
+
+__all__: list[str] = []
