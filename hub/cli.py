@@ -11,6 +11,7 @@ import sys
 
 import typer
 
+from hub.commands import certs, list_artifacts, pull, quality, register_site, serve
 from shared.errors import RadshareError
 
 __all__ = ["app", "main"]
@@ -24,6 +25,12 @@ app = typer.Typer(
 )
 
 # Command registrations (one line per verb; keep sorted by verb).
+app.command("certs")(certs.certs)
+app.command("list")(list_artifacts.list_artifacts)
+app.command("pull")(pull.pull)
+app.command("quality")(quality.quality)
+app.command("register-site")(register_site.register_site)
+app.command("serve")(serve.serve)
 
 
 def main() -> None:

@@ -19,7 +19,8 @@ errors name the file, the field and the offending value::
     ├── RegistryError          the hub's registry refused or failed an operation
     │   ├── NotFoundError      no such generator, labeller or archive
     │   ├── PermissionDeniedError  the caller's role does not allow it
-    │   └── QuotaError         upload size or concurrency limit reached
+    │   ├── QuotaError         upload size or concurrency limit reached
+    │   └── UploadInterruptedError  an upload that is incomplete or busy: resume it
     ├── AuditError             an audit that cannot run, or a failed pre-publication gate
     └── FederationError        a federated task failed or a site was unavailable
 """
@@ -46,6 +47,7 @@ __all__ = [
     "SplitError",
     "TrainingError",
     "UnsafeArtifactError",
+    "UploadInterruptedError",
 ]
 
 
@@ -115,6 +117,10 @@ class PermissionDeniedError(RegistryError):
 
 class QuotaError(RegistryError):
     """An upload size or concurrency limit was reached."""
+
+
+class UploadInterruptedError(RegistryError):
+    """An upload that ended before every byte arrived, or is busy in another stream: resume it."""
 
 
 class AuditError(RadshareError):

@@ -12,6 +12,9 @@ import sys
 import typer
 
 from shared.errors import RadshareError
+from site_node.commands import keygen, publish, reader_study
+from site_node.commands.ingest import ingest_command
+from site_node.commands.phantom import phantom
 
 __all__ = ["app", "main"]
 
@@ -24,6 +27,11 @@ app = typer.Typer(
 )
 
 # Command registrations (one line per verb; keep sorted by verb).
+app.command("ingest")(ingest_command)
+app.command("keygen")(keygen.keygen)
+app.command("phantom")(phantom)
+app.command("publish")(publish.publish)
+app.add_typer(reader_study.app, name="reader-study")
 
 
 def main() -> None:

@@ -1,0 +1,125 @@
+"""The registry interface every storage backend implements (SQLite+blobs, in-memory, ...).
+
+A registry holds two things: *staged uploads* (bytes received so far, kept
+across restarts so a client can resume) and *committed artifacts* (an
+immutable row per content-hash id, its files in content-addressed storage).
+It stores and retrieves; it does not judge: the handlers verify hashes,
+signatures and tensors before they call ``commit``. ``tests/test_registry_contract.py``
+runs every implementation through the same contract.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from shared.artifacts.records import ArtifactKind, ArtifactSummary
+from shared.errors import NotFoundError
+
+__all__ = ["ArtifactRecord", "ArtifactRegistry", "GeneratorRegistry", "StagedUpload"]
+
+
+@dataclass(frozen=True)
+class ArtifactRecord:
+    """A committed artifact: its summary, manifest bytes as published, signer key, publisher."""
+
+    summary: ArtifactSummary
+    manifest_json: bytes
+    signer_public_key_pem: bytes
+    publisher: str
+
+    @property
+    def artifact_id(self) -> str:
+        """The content-hash id."""
+        return self.summary.artifact_id
+
+
+@dataclass(frozen=True)
+class StagedUpload:
+    """An upload in progress: the signed manifest, declared file sizes, bytes received."""
+
+    artifact_id: str
+    kind: ArtifactKind
+    site_id: str
+    manifest_json: bytes
+    declared: dict[str, int]
+    started_at: float
+    received: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        """Whether every declared byte has arrived."""
+        return all(self.received.get(name, 0) == size for name, size in self.declared.items())
+
+
+class ArtifactRegistry(ABC):
+    """Storage of staged uploads and committed artifacts, keyed by content-hash id and kind."""
+
+    # Staged uploads.
+
+    @abstractmethod
+    def stage(self, upload: StagedUpload) -> StagedUpload:
+        """Start staging ``upload`` or return the one already staged under its id (with ``received``)."""
+
+    @abstractmethod
+    def staged(self, artifact_id: str) -> StagedUpload | None:
+        """The staged upload with this id, or None."""
+
+    @abstractmethod
+    def append(self, artifact_id: str, file_name: str, offset: int, data: bytes) -> int:
+        """Append ``data`` at ``offset`` (which must equal the bytes staged); returns the new size."""
+
+    @abstractmethod
+    def open_staged(self, artifact_id: str, file_name: str) -> BinaryIO:
+        """Read a staged file from its start."""
+
+    @abstractmethod
+    def discard(self, artifact_id: str) -> None:
+        """Drop a staged upload (no-op if absent)."""
+
+    @abstractmethod
+    def purge_stale(self, older_than: float) -> list[str]:
+        """Drop staged uploads started before ``older_than`` (epoch s); returns their ids."""
+
+    # Committed artifacts.
+
+    @abstractmethod
+    def commit(self, record: ArtifactRecord) -> tuple[ArtifactRecord, bool]:
+        """Atomically turn the staged upload ``record.artifact_id`` into a committed artifact.
+
+        Returns ``(record, True)``, or ``(existing, False)`` if the id was already
+        committed (idempotent). Either way the staged upload is gone afterwards; on
+        failure nothing committed changes (no row, no new blob).
+        """
+
+    @abstractmethod
+    def find(self, artifact_id: str) -> ArtifactRecord | None:
+        """The committed artifact with this exact id, or None."""
+
+    @abstractmethod
+    def list(self, kind: ArtifactKind | None = None, site_id: str | None = None) -> list[ArtifactSummary]:
+        """Committed artifacts, oldest first, filtered by kind and site when given."""
+
+    @abstractmethod
+    def open_file(self, artifact_id: str, file_name: str) -> BinaryIO:
+        """Read one file of a committed artifact; NotFoundError if absent."""
+
+    def get(self, artifact_id: str) -> ArtifactRecord:
+        """The committed artifact with this id or unique prefix (>= 8 hex digits); NotFoundError."""
+        record = self.find(artifact_id)
+        if record is not None:
+            return record
+        if len(artifact_id) >= 8:
+            matches = [s.artifact_id for s in self.list() if s.artifact_id.startswith(artifact_id)]
+            if len(matches) == 1:
+                found = self.find(matches[0])
+                if found is not None:
+                    return found
+            if len(matches) > 1:
+                raise NotFoundError(f"artifact id prefix {artifact_id!r} is ambiguous ({len(matches)} match)")
+        raise NotFoundError(f"no artifact with id {artifact_id!r}")
+
+
+#: The name the issue uses: generators are one kind of artifact in the same registry.
+GeneratorRegistry = ArtifactRegistry

@@ -1,0 +1,172 @@
+"""The gRPC servicer: authenticate, convert with serde, call a handler, map errors to codes.
+
+This is the only place where radshare errors become gRPC status codes:
+
+========================  ===================
+error                     status code
+========================  ===================
+no verified client cert   UNAUTHENTICATED
+SignatureError            UNAUTHENTICATED
+PermissionDeniedError     PERMISSION_DENIED
+NotFoundError             NOT_FOUND
+QuotaError                RESOURCE_EXHAUSTED
+UploadInterruptedError    ABORTED (resume it)
+ArtifactError (others)    INVALID_ARGUMENT
+RegistryError (others)    FAILED_PRECONDITION
+anything else             INTERNAL (logged)
+========================  ===================
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+
+from hub.registry import handlers
+from hub.registry.auth import Caller, caller_from_auth_context
+from hub.registry.handlers import HubState
+from shared.artifacts.records import ArtifactKind
+from shared.errors import (
+    ArtifactError,
+    ConfigError,
+    NotFoundError,
+    PermissionDeniedError,
+    QuotaError,
+    RadshareError,
+    RegistryError,
+    SignatureError,
+    UploadInterruptedError,
+)
+from shared.proto import radshare_hub_pb2 as pb
+from shared.proto import radshare_hub_pb2_grpc as pb_grpc
+from shared.proto import serde
+
+__all__ = ["ERROR_CODES", "HubServicer", "status_code_for"]
+
+log = logging.getLogger("radshare.hub.registry")
+
+T = TypeVar("T")
+
+#: radshare error class → gRPC status code (the most specific class wins).
+ERROR_CODES: dict[type[Exception], grpc.StatusCode] = {
+    SignatureError: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
+    NotFoundError: grpc.StatusCode.NOT_FOUND,
+    QuotaError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    UploadInterruptedError: grpc.StatusCode.ABORTED,
+    ArtifactError: grpc.StatusCode.INVALID_ARGUMENT,
+    ConfigError: grpc.StatusCode.INVALID_ARGUMENT,
+    RegistryError: grpc.StatusCode.FAILED_PRECONDITION,
+    RadshareError: grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+
+def status_code_for(error: Exception) -> grpc.StatusCode:
+    """The status code of an error: its most specific class in ``ERROR_CODES``, else INTERNAL."""
+    for cls in type(error).__mro__:
+        if cls in ERROR_CODES:
+            return ERROR_CODES[cls]
+    return grpc.StatusCode.INTERNAL
+
+
+def _abort(context: grpc.ServicerContext, error: Exception) -> NoReturn:
+    code = status_code_for(error)
+    if code is grpc.StatusCode.INTERNAL:
+        log.exception("internal error in %s", type(error).__name__, exc_info=error)
+        context.abort(code, "internal error (see the hub log)")
+    log.info("refused with %s: %s", code.name, error)
+    context.abort(code, str(error))
+
+
+def _call(context: grpc.ServicerContext, fn: Callable[[Caller], T]) -> T:
+    """Authenticate the peer, run ``fn(caller)``, and turn errors into status codes.
+
+    ``context.abort`` raises a bare Exception, so it is only ever called outside the try.
+    """
+    try:
+        caller = caller_from_auth_context(context.auth_context())
+        result = None if caller is None else fn(caller)
+    except grpc.RpcError:
+        log.info("client went away mid-call; staged bytes, if any, are kept for resume")
+        raise
+    except Exception as error:
+        _abort(context, error)
+    if caller is None:
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, "a verified client certificate is required")
+    return result  # type: ignore[return-value]
+
+
+def _stream(context: grpc.ServicerContext, chunks: Iterator[Any]) -> Iterator[pb.FileChunk]:
+    try:
+        for chunk in chunks:
+            yield serde.file_chunk_to_proto(chunk)
+    except Exception as error:
+        _abort(context, error)
+
+
+class HubServicer(pb_grpc.RadshareHubServicer):
+    """Thin adapter from the generated service to ``hub.registry.handlers``."""
+
+    def __init__(self, state: HubState):
+        self.state = state
+
+    def _publish(self, requests: Iterable[pb.PublishRequest], context: grpc.ServicerContext,
+                 only_kind: ArtifactKind | None) -> pb.PublishResponse:  # fmt: skip
+        def run(caller: Caller) -> pb.PublishResponse:
+            items = serde.publish_items_from_proto(requests)
+            result = handlers.publish(caller, items, self.state, only_kind=only_kind)
+            return serde.publish_result_to_proto(result)
+
+        return _call(context, run)
+
+    def PublishArtifact(self, request_iterator, context):
+        return self._publish(request_iterator, context, None)
+
+    def PublishGenerator(self, request_iterator, context):
+        return self._publish(request_iterator, context, ArtifactKind.GENERATOR)
+
+    def GetUploadStatus(self, request, context):
+        return _call(context, lambda caller: serde.upload_status_to_proto(
+            handlers.upload_status(caller, request.artifact_id, self.state)))  # fmt: skip
+
+    def _list(self, request: pb.ListRequest, context: grpc.ServicerContext,
+              only_kind: ArtifactKind | None) -> pb.ListResponse:  # fmt: skip
+        def run(caller: Caller) -> pb.ListResponse:
+            kind = serde.kind_from_proto(request.kind)
+            if only_kind is not None and kind not in (None, only_kind):
+                raise ArtifactError(f"ListGenerators lists generators, not {kind}")
+            found = handlers.list_artifacts(caller, self.state, kind=only_kind or kind, site_id=request.site_id)
+            return pb.ListResponse(artifacts=[serde.summary_to_proto(s) for s in found])
+
+        return _call(context, run)
+
+    def ListArtifacts(self, request, context):
+        return self._list(request, context, None)
+
+    def ListGenerators(self, request, context):
+        return self._list(request, context, ArtifactKind.GENERATOR)
+
+    def GetManifest(self, request, context):
+        def run(caller: Caller) -> pb.GetManifestResponse:
+            kind = serde.kind_from_proto(request.kind)
+            reply = handlers.get_manifest(caller, self.state, request.artifact_id, kind=kind)
+            return serde.manifest_reply_to_proto(reply)
+
+        return _call(context, run)
+
+    def _get(self, request: pb.GetRequest, context: grpc.ServicerContext,
+             only_kind: ArtifactKind | None) -> Iterator[pb.FileChunk]:  # fmt: skip
+        def run(caller: Caller) -> Iterator[Any]:
+            kind = only_kind or serde.kind_from_proto(request.kind)
+            return handlers.get_artifact(caller, self.state, request.artifact_id, kind=kind)
+
+        return _stream(context, _call(context, run))
+
+    def GetArtifact(self, request, context):
+        return self._get(request, context, None)
+
+    def GetGenerator(self, request, context):
+        return self._get(request, context, ArtifactKind.GENERATOR)

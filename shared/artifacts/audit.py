@@ -1,0 +1,236 @@
+"""Memorisation audit results as they may leave a site: numbers only, never pixels or patient ids.
+
+:class:`AuditSummary` is what a site's audit (``site_node.audit.memorisation``)
+produces and what the hub stores, wrapped in an :class:`AuditReport` per
+generator and auditing site. Every field is a number, a short fixed string
+(settings, rule, names) or a bounded list of numbers (histograms); models forbid
+extra fields and cap list lengths, so an image or an identifier cannot ride
+along. The pixel panel of the closest pairs stays at the site and is no part of
+these models.
+
+Verdict rule (:data:`VERDICT_RULE`): the audit fails if more samples than allowed
+have a training image with SSIM at or above the near-copy threshold, or if either
+train-versus-holdout nearest-neighbour test (SSIM, feature space) rejects
+"samples are as close to holdout as to train" with a one-sided patient-level
+permutation p-value below alpha / 2 (Bonferroni over the two spaces).
+
+Why a permutation test decides and the equal-size binomial test is only
+reported: all samples are compared with the same reference sets, so their
+outcomes are not independent. When many samples share one nearest real image
+(hubness, as for a generator of another site's images), the binomial test
+flagged such a generator in most seeds on the team's data; relabelling whole
+patients between train split and holdout gives the null distribution that this
+dependence implies (``site_node.audit.statistics``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+if TYPE_CHECKING:  # the manifest pulls in torch; import it only where it is used
+    from shared.artifacts.manifest import LocalAuditSummary
+
+__all__ = [
+    "AUDIT_SCHEMA_VERSION",
+    "MAX_HISTOGRAM_BINS",
+    "VERDICT_RULE",
+    "AuditReport",
+    "AuditSettings",
+    "AuditSummary",
+    "AuditVerdict",
+    "Histogram",
+    "NearestSplitTest",
+    "audit_report",
+    "summary_sha256",
+    "to_local_audit_summary",
+]
+
+AUDIT_SCHEMA_VERSION = 1
+MAX_HISTOGRAM_BINS = 200
+VERDICT_RULE = (
+    "fail if near_copy_count > max_near_copies, or if the SSIM or the feature-space "
+    "train-vs-holdout permutation p-value (patient-level, one-sided, H1: nearer train) "
+    "< alpha / 2"
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class AuditSettings(_Strict):
+    """What was asked: sample count and seed, SSIM window, thresholds, splits."""
+
+    num_samples: int = Field(500, ge=2, le=1_000_000, description="images drawn from G")
+    sample_seed: int = Field(0, ge=0, description="seed of the generator's sampler")
+    ssim_window: Literal["uniform", "gaussian"] = "uniform"
+    near_copy_ssim: float = Field(0.9, gt=0, le=1, description="SSIM that counts as a near copy")
+    max_near_copies: int = Field(0, ge=0, description="near copies tolerated")
+    alpha: float = Field(0.05, gt=0, lt=1, description="family-wise level of the two tests")
+    holdout_split: Literal["test", "val"] = "test"
+    holdout_seed: int = Field(0, ge=0, description="seed of the train subset and permutations")
+    num_permutations: int = Field(9999, ge=99, le=1_000_000, description="patient relabellings")
+    reference_samples: int = Field(
+        200, ge=0, description="holdout images compared with train as a real-vs-real baseline"
+    )
+    histogram_bins: int = Field(40, ge=1, le=MAX_HISTOGRAM_BINS)
+    panel_samples: int = Field(32, ge=0, description="samples in the site-local image panel")
+    panel_neighbours: int = Field(3, ge=1, le=16, description="train neighbours per panel row")
+
+
+class Histogram(_Strict):
+    """Counts over ``bin_edges`` (``len(counts) == len(bin_edges) - 1``)."""
+
+    bin_edges: list[float] = Field(max_length=MAX_HISTOGRAM_BINS + 1)
+    counts: list[int] = Field(max_length=MAX_HISTOGRAM_BINS)
+
+    @model_validator(mode="after")
+    def _shape(self) -> Histogram:
+        if len(self.counts) != len(self.bin_edges) - 1:
+            raise ValueError(f"{len(self.counts)} counts for {len(self.bin_edges)} bin edges")
+        if any(b <= a for a, b in zip(self.bin_edges, self.bin_edges[1:], strict=False)):
+            raise ValueError("bin_edges must increase")
+        return self
+
+
+class NearestSplitTest(_Strict):
+    """Is each sample's nearest neighbour in train or in the holdout?
+
+    Equal sizes: against whole random training patients with as many images as
+    the holdout, ``fraction_train`` (p) of the non-tied samples are nearer train;
+    ``binomial_p_value`` tests p against 0.5 (one-sided, greater; assumes
+    independent samples), and the 5th percentiles of both distances are given.
+    Whole split: ``split_fraction_train`` of the samples are nearer the whole
+    train split than the holdout, against ``split_null_fraction_train`` expected
+    under random relabelling of the pooled patients; ``permutation_p_value`` is
+    that one-sided permutation test (valid for samples that share neighbours;
+    the verdict uses it). Distances: ``1 - SSIM`` or cosine.
+    """
+
+    space: str = Field(max_length=64, description="'ssim' or 'feature:<embedding>'")
+    distance: str = Field(max_length=32)
+    num_train_images: int = Field(ge=1, description="images in the train subset")
+    num_holdout_images: int = Field(ge=1)
+    num_train_patients: int = Field(ge=1)
+    num_holdout_patients: int = Field(ge=1)
+    num_samples: int = Field(ge=1)
+    num_train_nearer: int = Field(ge=0)
+    num_holdout_nearer: int = Field(ge=0)
+    num_ties: int = Field(ge=0)
+    fraction_train: float = Field(ge=0, le=1, description="p: train-nearer / non-tied samples")
+    binomial_p_value: float = Field(ge=0, le=1)
+    split_fraction_train: float = Field(ge=0, le=1)
+    split_null_fraction_train: float = Field(ge=0, le=1)
+    permutation_p_value: float = Field(gt=0, le=1)
+    num_permutations: int = Field(ge=1)
+    distance_p05_train: float
+    distance_p05_holdout: float
+    reference_distance_p05: float | None = Field(
+        None, description="5th percentile of real holdout-to-train distances"
+    )
+
+    @model_validator(mode="after")
+    def _counts(self) -> NearestSplitTest:
+        total = self.num_train_nearer + self.num_holdout_nearer + self.num_ties
+        if total != self.num_samples:
+            raise ValueError(f"train+holdout+ties = {total} != num_samples {self.num_samples}")
+        return self
+
+
+class AuditVerdict(_Strict):
+    """Pass or fail, the rule applied, and which checks fired."""
+
+    passed: bool
+    rule: str = Field(max_length=400)
+    flags: dict[str, bool] = Field(description="near_copies, ssim_holdout, feature_holdout")
+    reasons: list[str] = Field(default_factory=list, max_length=8)
+
+
+class AuditSummary(_Strict):
+    """A site's memorisation audit of one generator: aggregates only."""
+
+    schema_version: int = AUDIT_SCHEMA_VERSION
+    created: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    settings: AuditSettings
+    resolution_px: int = Field(ge=8)
+    num_samples: int = Field(ge=1)
+    num_train: int = Field(ge=1)
+    num_holdout: int = Field(ge=1)
+    best_ssim_histogram: Histogram = Field(description="each sample's best SSIM against train")
+    best_ssim_quantiles: dict[str, float]
+    best_ssim_mean: float
+    near_copy_count: int = Field(ge=0)
+    reference_best_ssim_quantiles: dict[str, float] | None = Field(
+        None, description="the same for real holdout images against train (baseline)"
+    )
+    ssim_test: NearestSplitTest
+    feature_test: NearestSplitTest | None = None
+    seconds: float = Field(ge=0)
+    verdict: AuditVerdict
+
+    @field_validator("best_ssim_quantiles", "reference_best_ssim_quantiles")
+    @classmethod
+    def _few_quantiles(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is not None and len(value) > 16:
+            raise ValueError(f"{len(value)} quantiles: at most 16")
+        return value
+
+    @property
+    def passed(self) -> bool:
+        """Whether the verdict passed."""
+        return self.verdict.passed
+
+
+class AuditReport(_Strict):
+    """What the hub stores per generator and auditing site (readable by auditors)."""
+
+    schema_version: int = AUDIT_SCHEMA_VERSION
+    generator_id: str = Field(min_length=1, max_length=128)
+    site_id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="the auditing site")
+    received: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    summary: AuditSummary
+
+
+def audit_report(generator_id: str, site_id: str, summary: AuditSummary) -> AuditReport:
+    """Wrap a site's summary for the hub's store (the registry calls this on a Flower reply)."""
+    return AuditReport(generator_id=generator_id, site_id=site_id, summary=summary)
+
+
+def summary_sha256(summary: AuditSummary) -> str:
+    """sha256 of the summary's canonical JSON (what a manifest cites)."""
+    return hashlib.sha256(summary.model_dump_json().encode()).hexdigest()
+
+
+def to_local_audit_summary(summary: AuditSummary) -> LocalAuditSummary:
+    """The manifest's ``privacy.audit`` entry: verdict, headline metrics, thresholds, sha256."""
+    from shared.artifacts.manifest import LocalAuditSummary
+
+    metrics = {
+        "num_samples": float(summary.num_samples),
+        "best_ssim_max": summary.best_ssim_quantiles["max"],
+        "best_ssim_p99": summary.best_ssim_quantiles["0.99"],
+        "near_copy_count": float(summary.near_copy_count),
+        "ssim_fraction_train": summary.ssim_test.fraction_train,
+        "ssim_binomial_p_value": summary.ssim_test.binomial_p_value,
+        "ssim_permutation_p_value": summary.ssim_test.permutation_p_value,
+    }
+    if summary.feature_test is not None:
+        metrics["feature_fraction_train"] = summary.feature_test.fraction_train
+        metrics["feature_binomial_p_value"] = summary.feature_test.binomial_p_value
+        metrics["feature_permutation_p_value"] = summary.feature_test.permutation_p_value
+    thresholds = {
+        "near_copy_ssim": summary.settings.near_copy_ssim,
+        "max_near_copies": float(summary.settings.max_near_copies),
+        "alpha": summary.settings.alpha,
+    }
+    return LocalAuditSummary(
+        passed=summary.passed,
+        method="ssim-nn+holdout",
+        metrics=metrics,
+        thresholds=thresholds,
+        report_sha256=summary_sha256(summary),
+    )

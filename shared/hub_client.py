@@ -1,0 +1,302 @@
+"""The hub's gRPC client, used by ``radshare-site publish`` and ``radshare-hub list/pull``.
+
+Speaks mTLS with a certificate issued by the consortium CA (``radshare-hub certs``).
+Uploads are resumable: before each attempt the client asks the hub how many
+bytes of each file it already holds (``GetUploadStatus``) and streams only the
+rest; a broken connection (UNAVAILABLE) or an interrupted upload (ABORTED) is
+retried with exponential backoff. Errors come back as radshare errors whose
+``__cause__`` is the ``grpc.RpcError`` (with its status code).
+
+Example::
+
+    tls = ClientTLS.from_dir("certs", "site:a")
+    with HubClient("127.0.0.1:50051", tls) as hub:
+        result = hub.publish_bundle(Path("runs/a1/bundle"))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from shared.artifacts.records import (
+    ArtifactKind,
+    ArtifactSummary,
+    FileChunk,
+    ManifestReply,
+    PublishHeader,
+    PublishItem,
+    PublishResult,
+    UploadStatus,
+)
+from shared.artifacts.signing import artifact_id_of, load_public_key, parse_json_object, verify_body
+from shared.errors import (
+    ArtifactError,
+    ConfigError,
+    IntegrityError,
+    NotFoundError,
+    PermissionDeniedError,
+    QuotaError,
+    RadshareError,
+    RegistryError,
+    SignatureError,
+    UploadInterruptedError,
+)
+from shared.proto import radshare_hub_pb2 as pb
+from shared.proto import radshare_hub_pb2_grpc as pb_grpc
+from shared.proto import serde
+
+__all__ = ["ClientTLS", "HubClient", "error_from_rpc", "identity_file_stem"]
+
+log = logging.getLogger("radshare.hub_client")
+
+_MANIFEST_FILE = "manifest.json"
+_SIGNER_KEY_FILE = "signer.pub"
+_MAX_MESSAGE_BYTES = 64 * 2**20
+_RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED})
+_CODE_ERRORS: dict[grpc.StatusCode, type[RadshareError]] = {
+    grpc.StatusCode.UNAUTHENTICATED: SignatureError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: QuotaError,
+    grpc.StatusCode.ABORTED: UploadInterruptedError,
+    grpc.StatusCode.INVALID_ARGUMENT: ArtifactError,
+}
+
+
+def identity_file_stem(identity: str) -> str:
+    """File stem of an identity's certificate and key: ``site:a`` → ``site-a``."""
+    return identity.replace(":", "-")
+
+
+@dataclass(frozen=True)
+class ClientTLS:
+    """The consortium CA certificate, and this client's certificate and key (PEM files)."""
+
+    ca_cert: Path
+    cert: Path
+    key: Path
+
+    @classmethod
+    def from_dir(cls, folder: Path | str, identity: str) -> ClientTLS:
+        """``<folder>/ca.crt`` and ``<folder>/<stem>.crt|.key`` as ``radshare-hub certs`` writes them."""
+        folder, stem = Path(folder), identity_file_stem(identity)
+        return cls(folder / "ca.crt", folder / f"{stem}.crt", folder / f"{stem}.key")
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        """gRPC channel credentials; ConfigError naming a missing file."""
+        try:
+            ca, key, cert = (p.read_bytes() for p in (self.ca_cert, self.key, self.cert))
+        except OSError as error:
+            raise ConfigError(f"cannot read TLS material: {error}") from error
+        return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+
+
+def error_from_rpc(error: grpc.RpcError, what: str) -> RadshareError:
+    """A radshare error for a failed call (class by status code), to ``raise ... from error``."""
+    code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
+    details = error.details() if isinstance(error, grpc.Call) else str(error)
+    cls = _CODE_ERRORS.get(code, RegistryError)
+    return cls(f"hub refused {what}: {code.name}: {details}")
+
+
+class HubClient:
+    """A connection to one hub; every method is one (retried where safe) RPC."""
+
+    def __init__(
+        self,
+        target: str,
+        tls: ClientTLS | grpc.ChannelCredentials,
+        *,
+        chunk_bytes: int = 2**20,
+        retries: int = 5,
+        backoff_s: float = 0.5,
+        timeout_s: float = 3600.0,
+        server_name: str | None = None,
+    ):
+        credentials = tls.credentials() if isinstance(tls, ClientTLS) else tls
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+            ("grpc.initial_reconnect_backoff_ms", 200),  # reconnect soon after a hub restart
+            ("grpc.max_reconnect_backoff_ms", 2000),
+        ]
+        if server_name:
+            options.append(("grpc.ssl_target_name_override", server_name))
+        self.target = target
+        self.chunk_bytes = chunk_bytes
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.timeout_s = timeout_s
+        self._channel = grpc.secure_channel(target, credentials, options=options)
+        self._stub = pb_grpc.RadshareHubStub(self._channel)
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    def __enter__(self) -> HubClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def health(self, service: str = "") -> str:
+        """The standard gRPC health status of ``service`` ("" = the whole server), e.g. 'SERVING'."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        try:
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10.0)
+        except grpc.RpcError as error:
+            raise error_from_rpc(error, "Health.Check") from error
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+    # Publishing.
+
+    def upload_status(self, artifact_id: str) -> UploadStatus:
+        """How many bytes of each file the hub holds for ``artifact_id`` (or that it is committed)."""
+        try:
+            reply = self._stub.GetUploadStatus(pb.UploadStatusRequest(artifact_id=artifact_id), timeout=60.0)
+        except grpc.RpcError as error:
+            raise error_from_rpc(error, "GetUploadStatus") from error
+        return serde.upload_status_from_proto(reply)
+
+    def publish_bundle(self, bundle_dir: Path, **kwargs: Any) -> PublishResult:
+        """Upload a bundle folder (``manifest.json`` + the files it lists); see ``upload``."""
+        bundle_dir = Path(bundle_dir)
+        manifest_json = (bundle_dir / _MANIFEST_FILE).read_bytes()
+        raw = parse_json_object(manifest_json, where=str(bundle_dir / _MANIFEST_FILE))
+        files = {name: bundle_dir / name for name in raw.get("files", {})}
+        return self.upload(manifest_json, files, **kwargs)
+
+    def upload(
+        self,
+        manifest_json: bytes,
+        files: Mapping[str, Path],
+        *,
+        on_chunk: Callable[[str, int], None] | None = None,
+    ) -> PublishResult:
+        """Publish a signed manifest and its files, resuming after broken connections.
+
+        Generators go through ``PublishGenerator``, other kinds through
+        ``PublishArtifact``. ``on_chunk(file_name, offset)`` is called before each
+        chunk is sent (progress bars, fault-injection tests). The hub verifies
+        everything; this method sends bytes as they are.
+        """
+        raw = parse_json_object(manifest_json, where="manifest.json")
+        artifact_id = artifact_id_of(raw)
+        kind = ArtifactKind(raw["kind"]) if raw.get("kind") in set(ArtifactKind) else None
+        rpc = self._stub.PublishGenerator if kind is ArtifactKind.GENERATOR else self._stub.PublishArtifact
+        for attempt in range(self.retries + 1):
+            try:
+                status = serde.upload_status_from_proto(
+                    self._stub.GetUploadStatus(pb.UploadStatusRequest(artifact_id=artifact_id), timeout=60.0)
+                )
+                offsets = None if status.committed else status.received
+                items = self._items(PublishHeader(kind, manifest_json), files, offsets, on_chunk)
+                reply = rpc(map(serde.publish_request_to_proto, items), timeout=self.timeout_s)
+                return serde.publish_result_from_proto(reply)
+            except grpc.RpcError as error:
+                if error.code() not in _RETRYABLE or attempt == self.retries:
+                    raise error_from_rpc(error, f"publish of {artifact_id[:12]}…") from error
+                delay = min(self.backoff_s * 2**attempt, 5.0)
+                log.warning("publish %s: %s; retrying in %.1f s", artifact_id[:12], error.code().name, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _items(
+        self,
+        header: PublishHeader,
+        files: Mapping[str, Path],
+        offsets: Mapping[str, int] | None,
+        on_chunk: Callable[[str, int], None] | None,
+    ) -> Iterator[PublishItem]:
+        yield header
+        if offsets is None:  # already committed: the header alone gets the summary back
+            return
+        for name, path in sorted(files.items()):
+            offset = offsets.get(name, 0)
+            with open(path, "rb") as handle:
+                handle.seek(offset)
+                while block := handle.read(self.chunk_bytes):
+                    if on_chunk is not None:
+                        on_chunk(name, offset)
+                    yield FileChunk(name, offset, block)
+                    offset += len(block)
+
+    # Reading.
+
+    def list(self, kind: ArtifactKind | None = None, site_id: str | None = None) -> list[ArtifactSummary]:
+        """Published artifacts (ListGenerators when ``kind`` is GENERATOR, else ListArtifacts)."""
+        request = pb.ListRequest(kind=serde.kind_to_proto(kind), site_id=site_id or "")
+        rpc = self._stub.ListGenerators if kind is ArtifactKind.GENERATOR else self._stub.ListArtifacts
+        try:
+            reply = rpc(request, timeout=60.0)
+        except grpc.RpcError as error:
+            raise error_from_rpc(error, "list") from error
+        return [serde.summary_from_proto(s) for s in reply.artifacts]
+
+    def get_manifest(self, artifact_id: str, kind: ArtifactKind | None = None) -> ManifestReply:
+        """The signed manifest of an artifact (id or unique prefix) and the key it was verified with."""
+        request = pb.GetRequest(artifact_id=artifact_id, kind=serde.kind_to_proto(kind))
+        try:
+            reply = self._stub.GetManifest(request, timeout=60.0)
+        except grpc.RpcError as error:
+            raise error_from_rpc(error, f"GetManifest {artifact_id}") from error
+        return serde.manifest_reply_from_proto(reply)
+
+    def pull(self, artifact_id: str, out_dir: Path, kind: ArtifactKind | None = None) -> Path:
+        """Download a bundle into ``out_dir`` (must not exist); verifies hashes and signature.
+
+        Writes the manifest as published, every file, and ``signer.pub`` (the site
+        key the hub verified the signature with), then renames the folder into place.
+        """
+        out_dir = Path(out_dir)
+        if out_dir.exists():
+            raise ConfigError(f"{out_dir}: already exists; pull never overwrites")
+        reply = self.get_manifest(artifact_id, kind)
+        raw = parse_json_object(reply.manifest_json, where=f"manifest of {artifact_id}")
+        verify_body(raw, load_public_key(reply.signer_public_key_pem), where=f"manifest of {artifact_id}")
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+        try:
+            self._download(reply, raw.get("files", {}), tmp)
+            (tmp / _MANIFEST_FILE).write_bytes(reply.manifest_json)
+            (tmp / _SIGNER_KEY_FILE).write_bytes(reply.signer_public_key_pem)
+            os.rename(tmp, out_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return out_dir
+
+    def _download(self, reply: ManifestReply, declared: Mapping[str, Any], folder: Path) -> None:
+        summary = reply.artifact
+        request = pb.GetRequest(artifact_id=summary.artifact_id, kind=serde.kind_to_proto(summary.kind))
+        rpc = self._stub.GetGenerator if summary.kind is ArtifactKind.GENERATOR else self._stub.GetArtifact
+        sizes = {name: 0 for name in declared}
+        digests = {name: hashlib.sha256() for name in declared}
+        try:
+            for message in rpc(request, timeout=self.timeout_s):
+                chunk = serde.file_chunk_from_proto(message)
+                if chunk.file_name not in sizes or chunk.offset != sizes[chunk.file_name]:
+                    raise IntegrityError(f"unexpected chunk {chunk.file_name!r} at byte {chunk.offset}")
+                with open(folder / chunk.file_name, "ab") as handle:
+                    handle.write(chunk.data)
+                sizes[chunk.file_name] += len(chunk.data)
+                digests[chunk.file_name].update(chunk.data)
+        except grpc.RpcError as error:
+            raise error_from_rpc(error, f"download of {summary.artifact_id[:12]}…") from error
+        for name, entry in declared.items():
+            if digests[name].hexdigest() != entry.get("sha256") or sizes[name] != entry.get("size_bytes"):
+                raise IntegrityError(f"{name}: downloaded bytes do not match the manifest's sha256/size")

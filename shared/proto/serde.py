@@ -1,0 +1,156 @@
+"""Protobuf ↔ domain records for the hub API: the only module that touches ``*_pb2`` messages.
+
+Functions come in pairs, ``x_to_proto`` / ``x_from_proto``, as in Flower's serde.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from shared.artifacts.records import (
+    ArtifactKind,
+    ArtifactSummary,
+    FileChunk,
+    FileInfo,
+    ManifestReply,
+    PublishHeader,
+    PublishItem,
+    PublishResult,
+    UploadStatus,
+)
+from shared.errors import ArtifactError
+from shared.proto import radshare_hub_pb2 as pb
+
+__all__ = [
+    "file_chunk_from_proto",
+    "file_chunk_to_proto",
+    "kind_from_proto",
+    "kind_to_proto",
+    "manifest_reply_from_proto",
+    "manifest_reply_to_proto",
+    "publish_items_from_proto",
+    "publish_request_to_proto",
+    "publish_result_from_proto",
+    "publish_result_to_proto",
+    "summary_from_proto",
+    "summary_to_proto",
+    "upload_status_from_proto",
+    "upload_status_to_proto",
+]
+
+_KIND_TO_PROTO = {
+    ArtifactKind.GENERATOR: pb.ARTIFACT_KIND_GENERATOR,
+    ArtifactKind.LABELLER: pb.ARTIFACT_KIND_LABELLER,
+    ArtifactKind.CLASSIFIER: pb.ARTIFACT_KIND_CLASSIFIER,
+}
+_KIND_FROM_PROTO = {value: kind for kind, value in _KIND_TO_PROTO.items()}
+
+
+def kind_to_proto(kind: ArtifactKind | None) -> pb.ArtifactKind:
+    """None → ARTIFACT_KIND_UNSPECIFIED."""
+    return pb.ARTIFACT_KIND_UNSPECIFIED if kind is None else _KIND_TO_PROTO[kind]
+
+
+def kind_from_proto(value: int) -> ArtifactKind | None:
+    """ARTIFACT_KIND_UNSPECIFIED → None; an unknown number is an ArtifactError."""
+    if value == pb.ARTIFACT_KIND_UNSPECIFIED:
+        return None
+    try:
+        return _KIND_FROM_PROTO[pb.ArtifactKind.ValueType(value)]
+    except KeyError:
+        raise ArtifactError(f"field 'kind': unknown artifact kind number {value}") from None
+
+
+def summary_to_proto(summary: ArtifactSummary) -> pb.ArtifactSummary:
+    return pb.ArtifactSummary(
+        artifact_id=summary.artifact_id,
+        kind=kind_to_proto(summary.kind),
+        site_id=summary.site_id,
+        created=summary.created,
+        published_at=summary.published_at,
+        size_bytes=summary.size_bytes,
+        files=[pb.FileInfo(name=f.name, sha256=f.sha256, size_bytes=f.size_bytes) for f in summary.files],
+        radshare_version=summary.radshare_version,
+    )
+
+
+def summary_from_proto(message: pb.ArtifactSummary) -> ArtifactSummary:
+    kind = kind_from_proto(message.kind)
+    if kind is None:
+        raise ArtifactError(f"artifact {message.artifact_id}: field 'kind' is unspecified")
+    return ArtifactSummary(
+        artifact_id=message.artifact_id,
+        kind=kind,
+        site_id=message.site_id,
+        created=message.created,
+        published_at=message.published_at,
+        size_bytes=message.size_bytes,
+        files=tuple(FileInfo(f.name, f.sha256, f.size_bytes) for f in message.files),
+        radshare_version=message.radshare_version,
+    )
+
+
+def file_chunk_to_proto(chunk: FileChunk) -> pb.FileChunk:
+    return pb.FileChunk(file_name=chunk.file_name, offset=chunk.offset, data=chunk.data)
+
+
+def file_chunk_from_proto(message: pb.FileChunk) -> FileChunk:
+    return FileChunk(file_name=message.file_name, offset=message.offset, data=message.data)
+
+
+def publish_request_to_proto(item: PublishItem) -> pb.PublishRequest:
+    if isinstance(item, PublishHeader):
+        header = pb.PublishHeader(kind=kind_to_proto(item.kind), manifest_json=item.manifest_json)
+        return pb.PublishRequest(header=header)
+    return pb.PublishRequest(chunk=file_chunk_to_proto(item))
+
+
+def publish_items_from_proto(messages: Iterable[pb.PublishRequest]) -> Iterator[PublishItem]:
+    """Lazily convert a publish stream; a message with neither header nor chunk is an error."""
+    for message in messages:
+        which = message.WhichOneof("item")
+        if which == "header":
+            yield PublishHeader(kind_from_proto(message.header.kind), message.header.manifest_json)
+        elif which == "chunk":
+            yield file_chunk_from_proto(message.chunk)
+        else:
+            raise ArtifactError("publish stream: a message has neither 'header' nor 'chunk'")
+
+
+def publish_result_to_proto(result: PublishResult) -> pb.PublishResponse:
+    return pb.PublishResponse(artifact=summary_to_proto(result.artifact), created=result.created)
+
+
+def publish_result_from_proto(message: pb.PublishResponse) -> PublishResult:
+    return PublishResult(artifact=summary_from_proto(message.artifact), created=message.created)
+
+
+def upload_status_to_proto(status: UploadStatus) -> pb.UploadStatusResponse:
+    received = [pb.FileOffset(file_name=k, size_bytes=v) for k, v in sorted(status.received.items())]
+    return pb.UploadStatusResponse(
+        artifact_id=status.artifact_id, committed=status.committed, received=received
+    )
+
+
+def upload_status_from_proto(message: pb.UploadStatusResponse) -> UploadStatus:
+    return UploadStatus(
+        artifact_id=message.artifact_id,
+        committed=message.committed,
+        received={r.file_name: r.size_bytes for r in message.received},
+    )
+
+
+def manifest_reply_to_proto(reply: ManifestReply) -> pb.GetManifestResponse:
+    return pb.GetManifestResponse(
+        artifact=summary_to_proto(reply.artifact),
+        manifest_json=reply.manifest_json,
+        signer_public_key_pem=reply.signer_public_key_pem,
+    )
+
+
+def manifest_reply_from_proto(message: pb.GetManifestResponse) -> ManifestReply:
+    return ManifestReply(
+        artifact=summary_from_proto(message.artifact),
+        manifest_json=message.manifest_json,
+        signer_public_key_pem=message.signer_public_key_pem,
+    )

@@ -1,0 +1,52 @@
+"""``radshare-site publish``: sign the run's G_ema bundle and upload it to the hub."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+__all__ = ["publish"]
+
+
+def publish(
+    run: Path = typer.Option(..., help="finished training run folder (reads only its export/)"),
+    site: str = typer.Option(..., help="this site's id"),
+    key: Path = typer.Option(..., help="the site's Ed25519 private key (radshare-site keygen)"),
+    hub: str = typer.Option("127.0.0.1:50051", help="hub address host:port"),
+    tls_dir: Path = typer.Option(
+        Path("certs"), help="folder with ca.crt and site-<id>.crt/.key (radshare-hub certs)"
+    ),
+    weights: Path | None = typer.Option(
+        None, help="G_ema safetensors to publish instead of export/g_ema.safetensors"
+    ),
+    audit_summary: Path | None = typer.Option(
+        None, help="JSON LocalAuditSummary to put in the manifest's privacy section"
+    ),
+    bundle_out: Path | None = typer.Option(None, help="bundle folder (default <run>/bundle)"),
+    bundle_only: bool = typer.Option(False, help="build and sign the bundle, do not upload"),
+) -> None:
+    """Publish a trained generator (G_ema only, signed) to the consortium hub; example:
+
+    radshare-site publish --run runs/a1 --site a --key keys/site-a.ed25519
+    --hub hub.example.org:50051 --tls-dir certs
+    """
+    from shared.hub_client import ClientTLS, HubClient
+    from site_node.keys import load_site_signing_key
+    from site_node.publish import build_generator_bundle
+
+    bundle_dir, signed = build_generator_bundle(
+        run,
+        site_id=site,
+        signing_key=load_site_signing_key(key),
+        out_dir=bundle_out,
+        weights=weights,
+        audit_summary=audit_summary,
+    )
+    typer.echo(f"bundle {bundle_dir}: id {signed.artifact_id}")
+    if bundle_only:
+        return
+    with HubClient(hub, ClientTLS.from_dir(tls_dir, f"site:{site}")) as client:
+        result = client.publish_bundle(bundle_dir)
+    state = "published" if result.created else "already published"
+    typer.echo(f"{state}: {result.artifact.artifact_id} ({result.artifact.size_bytes} bytes)")

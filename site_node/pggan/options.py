@@ -1,0 +1,174 @@
+"""Training options: one validated pydantic model, written to ``options.json`` before work starts.
+
+Defaults are the papers' settings (full-size PGGAN, 600 kimg per phase, Han et al.'s batch
+sizes). Profiles are presets for the machines people actually have; explicit values
+override the profile::
+
+    TrainOptions.from_profile("tiny", cache_dir=..., run_dir=...)   # CPU demo, ~2 minutes
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shared.errors import ConfigError
+from shared.networks.generator import GeneratorConfig
+from site_node.pggan.discriminator import DiscriminatorConfig
+from site_node.pggan.schedule import DEFAULT_BATCH_SIZES, ProgressSchedule, build_phases
+
+__all__ = ["PROFILES", "RUNTIME_FIELDS", "TrainOptions"]
+
+OPTIONS_SCHEMA_VERSION = 1
+
+# Presets. "tiny": a CPU demo (~2 min on 2 cores); "cpu": a longer CPU run that still looks
+# like a chest X-ray at 64 px; "gpu": the papers' network and schedule.
+PROFILES: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "resolution_px": 32,
+        "z_dim": 64,
+        "fmap_base": 512,
+        "fmap_max": 64,
+        "kimg_per_phase": 3.0,
+        "batch_sizes": {4: 32, 8: 32, 16: 32, 32: 32},
+        "tick_kimg": 1.0,
+        "sample_every_kimg": 6.0,
+        "ema_halflife_kimg": 1.0,
+    },
+    "cpu": {
+        "resolution_px": 64,
+        "z_dim": 128,
+        "fmap_base": 2048,
+        "fmap_max": 128,
+        "kimg_per_phase": 30.0,
+        "batch_sizes": {4: 64, 8: 64, 16: 64, 32: 64, 64: 32},
+        "tick_kimg": 2.0,
+        "sample_every_kimg": 20.0,
+        "ema_halflife_kimg": 2.0,
+    },
+    "gpu": {
+        "resolution_px": 256,
+        "z_dim": 512,
+        "fmap_base": 8192,
+        "fmap_max": 512,
+        "kimg_per_phase": 600.0,
+        "tick_kimg": 20.0,
+        "sample_every_kimg": 200.0,
+    },
+}
+
+# Fields a resumed run may change: where and how it runs, not what it computes.
+RUNTIME_FIELDS = frozenset({"accelerator", "devices", "strategy", "precision", "profile"})
+
+
+class TrainOptions(BaseModel):
+    """Everything that determines a PGGAN training run (``options.json`` of the run folder)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: int = OPTIONS_SCHEMA_VERSION
+    profile: str | None = Field(None, description="preset these options started from")
+    cache_dir: Path
+    run_dir: Path
+    # Networks.
+    resolution_px: int = 64
+    z_dim: int = Field(512, ge=1)
+    fmap_base: int = Field(8192, ge=1)
+    fmap_max: int = Field(512, ge=1)
+    use_minibatch_stddev: bool = True
+    mbstd_group_size: int = Field(4, ge=1)
+    # Schedule.
+    kimg_per_phase: float = Field(600.0, gt=0, description="kimg per stabilise phase")
+    fade_kimg: float | None = Field(None, gt=0, description="kimg per fade phase; default: same")
+    batch_sizes: dict[int, int] = Field(default_factory=lambda: dict(DEFAULT_BATCH_SIZES))
+    # Losses and optimisers.
+    gp_lambda: float = Field(10.0, ge=0)
+    drift_epsilon: float = Field(1e-3, ge=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    adam_betas: tuple[float, float] = (0.0, 0.99)
+    adam_eps: float = Field(1e-8, gt=0)
+    ema_halflife_kimg: float = Field(10.0, gt=0, description="G_ema half-life (Karras: 10)")
+    ema_rampup: float | None = Field(0.05, gt=0, description="half-life <= rampup * cur_kimg")
+    # Data.
+    horizontal_flip: bool = Field(False, description="off: laterality matters in CXR")
+    seed: int = Field(0, ge=0)
+    # Bookkeeping.
+    tick_kimg: float = Field(4.0, gt=0, description="one Lightning epoch; checkpoint cadence")
+    sample_every_kimg: float = Field(100.0, gt=0)
+    num_grid_images: int = Field(16, ge=1)
+    # Runtime.
+    accelerator: Literal["auto", "cpu", "gpu", "cuda"] = "auto"
+    devices: int = Field(1, ge=1)
+    strategy: Literal["auto", "ddp"] = "auto"
+    precision: Literal["32-true", "bf16-mixed"] = "32-true"
+
+    @field_validator("resolution_px")
+    @classmethod
+    def _power_of_two(cls, value: int) -> int:
+        if value < 4 or value & (value - 1):
+            raise ValueError(f"resolution_px must be a power of two >= 4, got {value}")
+        return value
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _complete_batch_sizes(cls, value: dict[int, int]) -> dict[int, int]:
+        merged = {**DEFAULT_BATCH_SIZES, **value}
+        bad = {res: size for res, size in merged.items() if size < 1 or res & (res - 1)}
+        if bad:
+            raise ValueError(f"batch_sizes needs power-of-two resolutions and sizes >= 1: {bad}")
+        return dict(sorted(merged.items()))
+
+    @model_validator(mode="after")
+    def _batches_split_over_devices(self) -> TrainOptions:
+        for res_px, size in self.batch_sizes.items():
+            if res_px <= self.resolution_px and size % self.devices:
+                raise ValueError(
+                    f"batch_sizes[{res_px}]={size} does not split over devices={self.devices}"
+                )
+        return self
+
+    @classmethod
+    def from_profile(cls, profile: str | None, **values: Any) -> TrainOptions:
+        """Options from ``profile`` (``tiny``/``cpu``/``gpu`` or None) overridden by ``values``."""
+        if profile is not None and profile not in PROFILES:
+            close = difflib.get_close_matches(profile, PROFILES, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"--profile: unknown profile {profile!r}; valid: {', '.join(PROFILES)}{hint}"
+            )
+        preset = dict(PROFILES.get(profile or "", {}))
+        if "batch_sizes" in values and "batch_sizes" in preset:
+            values["batch_sizes"] = {**preset["batch_sizes"], **values["batch_sizes"]}
+        return cls(**{**preset, **values, "profile": profile})
+
+    def generator_config(self) -> GeneratorConfig:
+        return GeneratorConfig(
+            resolution_px=self.resolution_px,
+            z_dim=self.z_dim,
+            fmap_base=self.fmap_base,
+            fmap_max=self.fmap_max,
+        )
+
+    def discriminator_config(self) -> DiscriminatorConfig:
+        return DiscriminatorConfig.mirror(
+            self.generator_config(),
+            use_minibatch_stddev=self.use_minibatch_stddev,
+            mbstd_group_size=self.mbstd_group_size,
+        )
+
+    def schedule(self) -> ProgressSchedule:
+        fade_kimg = self.fade_kimg if self.fade_kimg is not None else self.kimg_per_phase
+        phases = build_phases(self.resolution_px, self.kimg_per_phase, fade_kimg, self.batch_sizes)
+        return ProgressSchedule(phases)
+
+    def differences(self, other: TrainOptions) -> dict[str, tuple[Any, Any]]:
+        """Fields (other than runtime ones) whose values differ: ``{name: (self, other)}``."""
+        mine, theirs = self.model_dump(), other.model_dump()
+        return {
+            name: (mine[name], theirs[name])
+            for name in mine
+            if name not in RUNTIME_FIELDS and mine[name] != theirs[name]
+        }

@@ -1,0 +1,66 @@
+"""Sampling a generator: uint8 images from seeded latents, PNG files and image grids.
+
+All sampling uses G_ema. Latents are drawn from a CPU generator seeded with ``seed`` only,
+so the same (weights, seed, num_images) gives the same images on any device.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from shared.networks.generator import Generator
+
+__all__ = ["generate_uint8", "image_grid", "latents", "to_uint8", "write_png"]
+
+
+def latents(seed: int, num_images: int, z_dim: int) -> torch.Tensor:
+    """``[num_images, z_dim]`` standard normal latents from ``seed`` alone."""
+    return torch.randn(num_images, z_dim, generator=torch.Generator().manual_seed(seed))
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """``[N, 1, H, W]`` in [-1, 1] → uint8 ``[N, H, W]`` (inverse of ``x / 127.5 - 1``)."""
+    pixels = ((images.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    return pixels[:, 0].cpu().numpy()
+
+
+@torch.no_grad()
+def generate_uint8(
+    G: Generator,
+    num_images: int,
+    seed: int = 0,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """uint8 ``[num_images, R, R]`` from ``G(z)`` with ``z = latents(seed, ...)``."""
+    z = latents(seed, num_images, G.z_dim)
+    G = G.to(device).eval()
+    batches = [to_uint8(G(chunk.to(device))) for chunk in z.split(batch_size)]
+    return np.concatenate(batches) if batches else np.zeros((0, G.resolution_px, G.resolution_px))
+
+
+def image_grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
+    """Tile uint8 ``[N, H, W]`` into one ``[rows * H, columns * W]`` image (blank cells black)."""
+    n, h, w = images.shape
+    columns = columns or max(1, math.ceil(math.sqrt(n)))
+    rows = max(1, math.ceil(n / columns))
+    grid = np.zeros((rows * h, columns * w), dtype=np.uint8)
+    for i, image in enumerate(images):
+        row, col = divmod(i, columns)
+        grid[row * h : (row + 1) * h, col * w : (col + 1) * w] = image
+    return grid
+
+
+def write_png(path: Path, image: np.ndarray) -> Path:
+    """Write an 8-bit greyscale PNG atomically (temp file, then ``os.replace``)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), mode="L").save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path
