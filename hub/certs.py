@@ -45,7 +45,9 @@ def _name(common_name: str) -> x509.Name:
     )
 
 
-def _builder(subject: str, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey, days: int) -> x509.CertificateBuilder:
+def _builder(
+    subject: str, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey, days: int
+) -> x509.CertificateBuilder:
     now = dt.datetime.now(dt.UTC)
     return (
         x509.CertificateBuilder()
@@ -58,14 +60,17 @@ def _builder(subject: str, issuer: x509.Name, public_key: ec.EllipticCurvePublic
     )
 
 
-def create_ca(common_name: str = "radshare consortium CA", days: int = 3650) -> tuple[_PrivateKey, x509.Certificate]:
+def create_ca(
+    common_name: str = "radshare consortium CA", days: int = 3650
+) -> tuple[_PrivateKey, x509.Certificate]:
     """A self-signed CA key and certificate."""
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         _builder(common_name, _name(common_name), key.public_key(), days)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())

@@ -35,10 +35,12 @@ class LimitsConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_upload_bytes: int = Field(4 * 2**30, ge=1)
-    max_concurrent_uploads: int = Field(8, ge=1)
-    chunk_bytes: int = Field(2**20, ge=4096, le=16 * 2**20)
-    upload_ttl_s: float = Field(7 * 86400.0, gt=0, description="staged uploads older than this are purged")
+    max_upload_bytes: int = Field(default=4 * 2**30, ge=1)
+    max_concurrent_uploads: int = Field(default=8, ge=1)
+    chunk_bytes: int = Field(default=2**20, ge=4096, le=16 * 2**20)
+    upload_ttl_s: float = Field(
+        default=7 * 86400.0, gt=0, description="staged uploads older than this are purged"
+    )
 
     def to_limits(self) -> HubLimits:
         """The handlers' limits record."""
@@ -53,8 +55,12 @@ class HubConfig(BaseModel):
     root: Path = Path("hub-data")
     host: str = "127.0.0.1"
     port: int = Field(50051, ge=0, le=65535, description="0: any free port")
-    tls_dir: Path | None = Field(None, description="ca.crt, server.crt, server.key (default <root>/tls)")
-    site_keys_dir: Path | None = Field(None, description="<site>.pub files (default <root>/site_keys)")
+    tls_dir: Path | None = Field(
+        None, description="ca.crt, server.crt, server.key (default <root>/tls)"
+    )
+    site_keys_dir: Path | None = Field(
+        None, description="<site>.pub files (default <root>/site_keys)"
+    )
     max_workers: int = Field(16, ge=2)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
@@ -82,7 +88,10 @@ def _resolve(data: dict[str, Any], base: Path) -> dict[str, Any]:
 
 
 def load_hub_config(path: Path | None = None, **overrides: Any) -> HubConfig:
-    """Read ``path`` (YAML) if given, apply non-None ``overrides``, validate; ConfigError naming the field."""
+    """Read ``path`` (YAML) if given, apply non-None ``overrides``, validate.
+
+    Raises ConfigError naming the file, the field and the value.
+    """
     data: dict[str, Any] = {}
     if path is not None:
         try:
@@ -99,5 +108,6 @@ def load_hub_config(path: Path | None = None, **overrides: Any) -> HubConfig:
         first = error.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
         raise ConfigError(
-            f"{path or 'hub config'}: field {field!r}: {first['msg']} (value {first.get('input')!r})"
+            f"{path or 'hub config'}: field {field!r}: {first['msg']} "
+            f"(value {first.get('input')!r})"
         ) from error

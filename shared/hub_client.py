@@ -89,7 +89,7 @@ class ClientTLS:
 
     @classmethod
     def from_dir(cls, folder: Path | str, identity: str) -> ClientTLS:
-        """``<folder>/ca.crt`` and ``<folder>/<stem>.crt|.key`` as ``radshare-hub certs`` writes them."""
+        """``<folder>/ca.crt`` and ``<folder>/<stem>.crt|.key`` (``radshare-hub certs`` layout)."""
         folder, stem = Path(folder), identity_file_stem(identity)
         return cls(folder / "ca.crt", folder / f"{stem}.crt", folder / f"{stem}.key")
 
@@ -99,7 +99,9 @@ class ClientTLS:
             ca, key, cert = (p.read_bytes() for p in (self.ca_cert, self.key, self.cert))
         except OSError as error:
             raise ConfigError(f"cannot read TLS material: {error}") from error
-        return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+        return grpc.ssl_channel_credentials(
+            root_certificates=ca, private_key=key, certificate_chain=cert
+        )
 
 
 def error_from_rpc(error: grpc.RpcError, what: str) -> RadshareError:
@@ -152,7 +154,7 @@ class HubClient:
         self.close()
 
     def health(self, service: str = "") -> str:
-        """The standard gRPC health status of ``service`` ("" = the whole server), e.g. 'SERVING'."""
+        """Standard gRPC health of ``service`` ("" = the whole server), e.g. 'SERVING'."""
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
         stub = health_pb2_grpc.HealthStub(self._channel)
@@ -165,9 +167,11 @@ class HubClient:
     # Publishing.
 
     def upload_status(self, artifact_id: str) -> UploadStatus:
-        """How many bytes of each file the hub holds for ``artifact_id`` (or that it is committed)."""
+        """Bytes of each file the hub holds for ``artifact_id`` (or that it is committed)."""
         try:
-            reply = self._stub.GetUploadStatus(pb.UploadStatusRequest(artifact_id=artifact_id), timeout=60.0)
+            reply = self._stub.GetUploadStatus(
+                pb.UploadStatusRequest(artifact_id=artifact_id), timeout=60.0
+            )
         except grpc.RpcError as error:
             raise error_from_rpc(error, "GetUploadStatus") from error
         return serde.upload_status_from_proto(reply)
@@ -197,11 +201,17 @@ class HubClient:
         raw = parse_json_object(manifest_json, where="manifest.json")
         artifact_id = artifact_id_of(raw)
         kind = ArtifactKind(raw["kind"]) if raw.get("kind") in set(ArtifactKind) else None
-        rpc = self._stub.PublishGenerator if kind is ArtifactKind.GENERATOR else self._stub.PublishArtifact
+        rpc = (
+            self._stub.PublishGenerator
+            if kind is ArtifactKind.GENERATOR
+            else self._stub.PublishArtifact
+        )
         for attempt in range(self.retries + 1):
             try:
                 status = serde.upload_status_from_proto(
-                    self._stub.GetUploadStatus(pb.UploadStatusRequest(artifact_id=artifact_id), timeout=60.0)
+                    self._stub.GetUploadStatus(
+                        pb.UploadStatusRequest(artifact_id=artifact_id), timeout=60.0
+                    )
                 )
                 offsets = None if status.committed else status.received
                 items = self._items(PublishHeader(kind, manifest_json), files, offsets, on_chunk)
@@ -211,7 +221,13 @@ class HubClient:
                 if error.code() not in _RETRYABLE or attempt == self.retries:
                     raise error_from_rpc(error, f"publish of {artifact_id[:12]}…") from error
                 delay = min(self.backoff_s * 2**attempt, 5.0)
-                log.warning("publish %s: %s; retrying in %.1f s", artifact_id[:12], error.code().name, delay)
+                log.warning(
+                    "publish %s: %s (%s); retrying in %.1f s",
+                    artifact_id[:12],
+                    error.code().name,
+                    error.details(),
+                    delay,
+                )
                 time.sleep(delay)
         raise AssertionError("unreachable")
 
@@ -237,10 +253,16 @@ class HubClient:
 
     # Reading.
 
-    def list(self, kind: ArtifactKind | None = None, site_id: str | None = None) -> list[ArtifactSummary]:
+    def list(
+        self, kind: ArtifactKind | None = None, site_id: str | None = None
+    ) -> list[ArtifactSummary]:
         """Published artifacts (ListGenerators when ``kind`` is GENERATOR, else ListArtifacts)."""
         request = pb.ListRequest(kind=serde.kind_to_proto(kind), site_id=site_id or "")
-        rpc = self._stub.ListGenerators if kind is ArtifactKind.GENERATOR else self._stub.ListArtifacts
+        rpc = (
+            self._stub.ListGenerators
+            if kind is ArtifactKind.GENERATOR
+            else self._stub.ListArtifacts
+        )
         try:
             reply = rpc(request, timeout=60.0)
         except grpc.RpcError as error:
@@ -248,7 +270,7 @@ class HubClient:
         return [serde.summary_from_proto(s) for s in reply.artifacts]
 
     def get_manifest(self, artifact_id: str, kind: ArtifactKind | None = None) -> ManifestReply:
-        """The signed manifest of an artifact (id or unique prefix) and the key it was verified with."""
+        """An artifact's signed manifest (id or unique prefix) and the key it verified with."""
         request = pb.GetRequest(artifact_id=artifact_id, kind=serde.kind_to_proto(kind))
         try:
             reply = self._stub.GetManifest(request, timeout=60.0)
@@ -267,7 +289,9 @@ class HubClient:
             raise ConfigError(f"{out_dir}: already exists; pull never overwrites")
         reply = self.get_manifest(artifact_id, kind)
         raw = parse_json_object(reply.manifest_json, where=f"manifest of {artifact_id}")
-        verify_body(raw, load_public_key(reply.signer_public_key_pem), where=f"manifest of {artifact_id}")
+        verify_body(
+            raw, load_public_key(reply.signer_public_key_pem), where=f"manifest of {artifact_id}"
+        )
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
         try:
@@ -282,15 +306,23 @@ class HubClient:
 
     def _download(self, reply: ManifestReply, declared: Mapping[str, Any], folder: Path) -> None:
         summary = reply.artifact
-        request = pb.GetRequest(artifact_id=summary.artifact_id, kind=serde.kind_to_proto(summary.kind))
-        rpc = self._stub.GetGenerator if summary.kind is ArtifactKind.GENERATOR else self._stub.GetArtifact
+        request = pb.GetRequest(
+            artifact_id=summary.artifact_id, kind=serde.kind_to_proto(summary.kind)
+        )
+        rpc = (
+            self._stub.GetGenerator
+            if summary.kind is ArtifactKind.GENERATOR
+            else self._stub.GetArtifact
+        )
         sizes = {name: 0 for name in declared}
         digests = {name: hashlib.sha256() for name in declared}
         try:
             for message in rpc(request, timeout=self.timeout_s):
                 chunk = serde.file_chunk_from_proto(message)
                 if chunk.file_name not in sizes or chunk.offset != sizes[chunk.file_name]:
-                    raise IntegrityError(f"unexpected chunk {chunk.file_name!r} at byte {chunk.offset}")
+                    raise IntegrityError(
+                        f"unexpected chunk {chunk.file_name!r} at byte {chunk.offset}"
+                    )
                 with open(folder / chunk.file_name, "ab") as handle:
                     handle.write(chunk.data)
                 sizes[chunk.file_name] += len(chunk.data)
@@ -298,5 +330,9 @@ class HubClient:
         except grpc.RpcError as error:
             raise error_from_rpc(error, f"download of {summary.artifact_id[:12]}…") from error
         for name, entry in declared.items():
-            if digests[name].hexdigest() != entry.get("sha256") or sizes[name] != entry.get("size_bytes"):
-                raise IntegrityError(f"{name}: downloaded bytes do not match the manifest's sha256/size")
+            if digests[name].hexdigest() != entry.get("sha256") or sizes[name] != entry.get(
+                "size_bytes"
+            ):
+                raise IntegrityError(
+                    f"{name}: downloaded bytes do not match the manifest's sha256/size"
+                )

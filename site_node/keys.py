@@ -59,5 +59,8 @@ def load_site_signing_key(path: Path) -> Ed25519PrivateKey:
     if not path.is_file():
         raise ConfigError(f"{path}: no signing key (make one with `radshare-site keygen`)")
     if path.stat().st_mode & 0o077:
-        raise ConfigError(f"{path}: private key is readable by others (mode {path.stat().st_mode & 0o777:o}); chmod 600")
+        raise ConfigError(
+            f"{path}: private key is readable by others "
+            f"(mode {path.stat().st_mode & 0o777:o}); chmod 600"
+        )
     return load_private_key(path)

@@ -70,7 +70,9 @@ def generator_manifest_fields(
         "generator_config": cfg.model_dump(mode="json"),
         "resolution_px": cfg.resolution_px,
         "z_dim": cfg.z_dim,
-        "label_space": list(data.get("label_space") or GeneratorManifest.model_fields["label_space"].default),
+        "label_space": list(
+            data.get("label_space") or GeneratorManifest.model_fields["label_space"].default
+        ),
         "training": {
             "kimg": training.get("kimg_shown", training.get("kimg_total", 0.0)),
             "phases": training.get("phases", []),
@@ -101,8 +103,12 @@ def _reuse_existing(
     existing = read_bundle(out_dir, key.public_key())
     weights = save(tensors, metadata={"format": "pt"})
     entry = {"sha256": hashlib.sha256(weights).hexdigest(), "size_bytes": len(weights)}
-    body = {**fields, "files": {GENERATOR_FILE: entry}, "created": existing.model.created,
-            "radshare_version": existing.model.radshare_version}  # fmt: skip
+    body = {
+        **fields,
+        "files": {GENERATOR_FILE: entry},
+        "created": existing.model.created,
+        "radshare_version": existing.model.radshare_version,
+    }
     wanted = parse_manifest(body, where="manifest to publish")
     assert isinstance(wanted, GeneratorManifest) and isinstance(existing.model, GeneratorManifest)
     if _comparable(wanted) != _comparable(existing.model):
@@ -122,7 +128,7 @@ def build_generator_bundle(
     weights: Path | None = None,
     audit_summary: Path | None = None,
 ) -> tuple[Path, SignedManifest]:
-    """Build (or reuse) the signed generator bundle of a finished run; returns its folder and manifest.
+    """Build (or reuse) the signed generator bundle of a finished run: (folder, manifest).
 
     ``weights`` overrides ``export/g_ema.safetensors`` (it must still be a
     safetensors file holding G_ema only); ``audit_summary`` is a JSON
@@ -133,7 +139,9 @@ def build_generator_bundle(
 
     run_dir = Path(run_dir)
     export = read_generator_export(run_dir)
-    tensors = _read_weights(weights or run_dir / "export" / "g_ema.safetensors", export.generator_config)
+    tensors = _read_weights(
+        weights or run_dir / "export" / "g_ema.safetensors", export.generator_config
+    )
     audit = None
     if audit_summary is not None:
         raw = parse_json_object(Path(audit_summary).read_bytes(), where=str(audit_summary))
@@ -153,5 +161,7 @@ def publish_run(run_dir: Path, client: HubClient, **bundle_options: Any) -> Publ
     """Build (or reuse) the run's bundle and upload it; see ``build_generator_bundle``."""
     bundle_dir, signed = build_generator_bundle(run_dir, **bundle_options)
     result = client.publish_bundle(bundle_dir)
-    log.info("published %s: %s", signed.artifact_id[:12], "new" if result.created else "already there")
+    log.info(
+        "published %s: %s", signed.artifact_id[:12], "new" if result.created else "already there"
+    )
     return result

@@ -43,7 +43,10 @@ def manifest_fields(site_id: str = "a", cfg: GeneratorConfig = CFG) -> dict:
         "generator_config": cfg.model_dump(),
         "resolution_px": cfg.resolution_px,
         "z_dim": cfg.z_dim,
-        "training": {"kimg": 1.5, "phases": [{"kind": "stabilise", "resolution_px": 4, "kimg": 1.5}]},
+        "training": {
+            "kimg": 1.5,
+            "phases": [{"kind": "stabilise", "resolution_px": 4, "kimg": 1.5}],
+        },
         "data": {"num_images": 12, "counts_per_label": {"No Finding": 9, "Effusion": 3}},
     }
 
@@ -89,7 +92,7 @@ def test_bundle_round_trip_rebuilds_identical_generator(bundle, key):
 
 
 def test_manifest_holds_the_issue_fields(bundle):
-    folder, signed, _ = bundle
+    folder, _, _ = bundle
     raw = json.loads((folder / "manifest.json").read_text())
     assert raw["kind"] == "generator" and raw["schema_version"] == 1 and raw["site_id"] == "a"
     assert raw["generator_config"]["z_dim"] == 32 and raw["resolution_px"] == 16
@@ -111,9 +114,11 @@ def test_artifact_id_is_sha256_of_canonical_body_without_signature(bundle):
     folder, signed, _ = bundle
     raw = json.loads((folder / "manifest.json").read_text())
     body = {k: v for k, v in raw.items() if k != "signature"}
-    expected = __import__("hashlib").sha256(
-        json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-    ).hexdigest()
+    expected = (
+        __import__("hashlib")
+        .sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+        .hexdigest()
+    )
     assert signed.artifact_id == expected == artifact_id_of(raw)
     assert canonical_json({"b": 1, "a": [1.5, "é"]}) == b'{"a":[1.5,"\\u00e9"],"b":1}'
 
@@ -198,7 +203,7 @@ def test_optimiser_tensor_in_signed_bundle_is_refused_at_read(bundle, key):
     data = (folder / GENERATOR_FILE).read_bytes()
     entry = {"sha256": hashlib.sha256(data).hexdigest(), "size_bytes": len(data)}
     resign(folder, key, files={GENERATOR_FILE: entry})
-    with pytest.raises(ArtifactError, match="optimizer.state.0.exp_avg"):
+    with pytest.raises(ArtifactError, match=r"optimizer\.state\.0\.exp_avg"):
         read_bundle(folder, key.public_key())
 
 
@@ -239,9 +244,18 @@ def _safetensors(header: dict, data: bytes = b"") -> bytes:
     [
         (b"\x80\x04K\x01.", "too short|pickle"),
         (struct.pack("<Q", 10**12) + b"{}", "not a safetensors"),
-        (_safetensors({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 12), "data section"),
-        (_safetensors({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, b"\0" * 8), "spans"),
-        (_safetensors({"w": {"dtype": "OBJ", "shape": [1], "data_offsets": [0, 8]}}, b"\0" * 8), "dtype"),
+        (
+            _safetensors({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 12),
+            "data section",
+        ),
+        (
+            _safetensors({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, b"\0" * 8),
+            "spans",
+        ),
+        (
+            _safetensors({"w": {"dtype": "OBJ", "shape": [1], "data_offsets": [0, 8]}}, b"\0" * 8),
+            "dtype",
+        ),
         (_safetensors({"__metadata__": {"x": 1}}), "__metadata__"),
         (
             _safetensors(
@@ -296,7 +310,9 @@ def test_manifest_kinds_dispatch_and_bad_file_names():
     with pytest.raises(ArtifactError, match="known kinds"):
         parse_manifest({**body, "kind": "archive"})
     with pytest.raises(ArtifactError, match="not allowed"):
-        parse_manifest({**body, "files": {"../x.safetensors": {"sha256": "0" * 64, "size_bytes": 1}}})
+        parse_manifest(
+            {**body, "files": {"../x.safetensors": {"sha256": "0" * 64, "size_bytes": 1}}}
+        )
     with pytest.raises(ArtifactError, match="exactly"):
         parse_manifest({**body, "files": {"g.pkl.json": {"sha256": "0" * 64, "size_bytes": 1}}})
 

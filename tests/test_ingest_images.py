@@ -14,6 +14,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pydicom
 import pytest
 from PIL import Image
@@ -195,6 +196,20 @@ def test_dicom_window_and_rescale_follow_the_standard(tmp_path: Path) -> None:
     expected = dicom_window_reference(stored * 2.0 - 1000, 1500, 1000)
     np.testing.assert_allclose(decoded.pixels, expected, atol=1e-3)
     assert (decoded.source_format, decoded.bits_stored, decoded.view) == ("dicom", 12, "PA")
+
+
+def test_dicom_voi_lut_sequence_is_applied(tmp_path: Path) -> None:
+    stored = ramp(16, 16, 300)
+    dataset = pydicom.dcmread(io.BytesIO(make_dicom(stored, bits_stored=12, rescale=(2.0, -10))))
+    lut = (np.sqrt(np.arange(256) / 255) * 4000 + 50).astype(np.uint16)  # a gamma curve
+    item = Dataset()
+    item.LUTDescriptor, item.LUTData = [256, 20, 12], lut.astype("<u2").tobytes()
+    dataset.VOILUTSequence = [item]
+    dataset.save_as(tmp_path / "lut.dcm", enforce_file_format=True)
+    # PS3.3 C.11.2.1.1: index = input - first mapped value, clamped to the table.
+    index = np.clip(stored.astype(int) * 2 - 10 - 20, 0, 255)
+    expected = (lut[index] - 50.0) / 4000 * 255  # the table's own range onto [0, 255]
+    np.testing.assert_allclose(decode_image(tmp_path / "lut.dcm").pixels, expected, atol=1e-3)
 
 
 def test_dicom_monochrome1_16bit_is_inverted(tmp_path: Path) -> None:
@@ -380,9 +395,7 @@ def test_mixed_folder_pixels_match_independent_references(
     # 64-px-high DICOMs need no resize: the cache is the standard's grey levels, zero-padded.
     mono1 = np.pad(255 - min_max_reference(MONO1), ((0, 0), (8, 8)))
     np.testing.assert_array_equal(top[row["mono1.dcm"]], np.rint(mono1))
-    windowed = np.pad(
-        dicom_window_reference(WINDOWED.astype(float), 500, 600), ((12, 12), (0, 0))
-    )
+    windowed = np.pad(dicom_window_reference(WINDOWED.astype(float), 500, 600), ((12, 12), (0, 0)))
     np.testing.assert_array_equal(top[row["window.dcm"]], np.rint(windowed))
     half = cache.images(32)[row["window.dcm"]]
     assert np.abs(half - windowed.reshape(32, 2, 32, 2).mean(axis=(1, 3))).max() <= 0.5 + 1e-6
@@ -431,3 +444,39 @@ def test_cli_ingest_prints_counts_and_writes_the_cache(
     assert SiteCache(out).manifest.site_id == "a"
     again = CliRunner().invoke(app, [*args, "--max-resolution", "16"])
     assert again.exit_code != 0 and isinstance(again.exception, CacheError)
+
+
+# --- the real sites end to end -----------------------------------------------------------
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("site_name, count", [("site_a", 840), ("site_b", 1500)])
+def test_real_site_ingests_completely_at_64px(
+    site_name: str, count: int, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    site: Path = request.getfixturevalue(site_name)
+    result = ingest(
+        site / "labels.csv",
+        site / "images",
+        tmp_path / "cache",
+        IngestOptions(max_resolution_px=64),
+    )
+    assert (result.counts.rows_read, result.counts.kept, result.counts.rejected) == (
+        count,
+        count,
+        0,
+    )
+
+    cache = SiteCache(tmp_path / "cache")
+    source = pd.read_csv(site / "labels.csv")
+    assert cache.table.image_index.tolist() == source["Image Index"].tolist()
+    expected = np.array(
+        [[int(n in cell.split("|")) for n in NIH_LABELS] for cell in source["Finding Labels"]]
+    )
+    np.testing.assert_array_equal(cache.labels(), expected)
+    assert (cache.table.groupby("patient_id").split.nunique() == 1).all()
+    images_64 = cache.images(64)
+    for row in (0, 1, count // 2, count - 1):
+        decoded = png_decode_reference(site / "images" / source["Image Index"][row])
+        reference = np.clip(lanczos_reference(decoded, 64), 0, 255)
+        assert np.abs(images_64[row] - reference).max() <= 0.5 + 1e-3

@@ -50,7 +50,7 @@ def test_augmentation_identity_flip_and_jitter_range():
     torch.testing.assert_close(augment_batch(x, flip_p=0.0, **plain), x, atol=1e-5, rtol=0)
     torch.testing.assert_close(augment_batch(x, flip_p=1.0, **plain), x.flip(-1), atol=1e-5, rtol=0)
     # Brightness alone scales the [0, 1] image by a factor within [0.9, 1.1].
-    x01 = (torch.rand(64, 1, 16, 16) * 0.8 + 0.1)
+    x01 = torch.rand(64, 1, 16, 16) * 0.8 + 0.1
     out01 = (augment_batch(x01 * 2 - 1, flip_p=0.0, max_rotation_deg=0.0, contrast=0.0) + 1) / 2
     factor = (out01 / x01).mean(dim=(1, 2, 3))
     assert factor.min() >= 0.9 - 1e-4 and factor.max() <= 1.1 + 1e-4
@@ -69,7 +69,9 @@ def test_evaluate_classes_thresholds_from_val_and_none_for_absent_classes():
     rows = evaluate_classes(["Mass", "Nodule"], val_s, val_y, test_s, test_y, num_resamples=200)
     assert rows[1].threshold_logit is None and rows[1].val_auc is None
     assert rows[1].test_auc is not None and rows[1].test_auc_ci95 is not None
-    j = lambda t: (val_s[val_y[:, 0] == 1, 0] >= t).mean() - (val_s[val_y[:, 0] == 0, 0] >= t).mean()  # noqa: E731
+    j = lambda t: (
+        (val_s[val_y[:, 0] == 1, 0] >= t).mean() - (val_s[val_y[:, 0] == 0, 0] >= t).mean()
+    )  # noqa: E731
     assert j(rows[0].threshold_logit) == pytest.approx(max(j(t) for t in val_s[:, 0]))
 
 
@@ -124,8 +126,14 @@ def _synthetic_cache(path, num_images=48):
 def test_train_labeller_end_to_end_and_run_folder_rules(tmp_path):
     cache = _synthetic_cache(tmp_path / "cache")
     options = LabellerTrainOptions(
-        cache_dir=cache, out_dir=tmp_path / "run", resolution_px=32, class_names=["Mass", "No Finding"],
-        max_epochs=2, batch_size=8, bootstrap_resamples=50, progress_bar=False,
+        cache_dir=cache,
+        out_dir=tmp_path / "run",
+        resolution_px=32,
+        class_names=["Mass", "No Finding"],
+        max_epochs=2,
+        batch_size=8,
+        bootstrap_resamples=50,
+        progress_bar=False,
     )
     result = train_labeller(options)
     for name in ("options.json", "checkpoints/last.ckpt", "export/labeller.safetensors", "logs"):
@@ -147,5 +155,7 @@ def test_train_labeller_end_to_end_and_run_folder_rules(tmp_path):
         train_labeller(options.model_copy(update={"out_dir": tmp_path / "half"}))
     with pytest.raises(ConfigError, match="not in the label space"):
         train_labeller(
-            options.model_copy(update={"out_dir": tmp_path / "x", "class_names": ["Mass", "Tumour"]})
+            options.model_copy(
+                update={"out_dir": tmp_path / "x", "class_names": ["Mass", "Tumour"]}
+            )
         )

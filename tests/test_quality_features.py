@@ -23,7 +23,9 @@ FIXTURES = Path(__file__).parent / "fixtures" / "quality"
 
 
 def _reference_module():
-    spec = importlib.util.spec_from_file_location("inception_reference", FIXTURES / "inception_reference.py")
+    spec = importlib.util.spec_from_file_location(
+        "inception_reference", FIXTURES / "inception_reference.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -31,7 +33,7 @@ def _reference_module():
 
 @pytest.fixture(scope="module")
 def inception_weights(tmp_path_factory) -> Path:
-    """A weights file with pytorch-fid's keys and seeded random values (the real one can't be fetched)."""
+    """pytorch-fid's keys with seeded random values (the real file cannot be fetched here)."""
     spec = json.loads((FIXTURES / "inception_reference.json").read_text())
     path = tmp_path_factory.mktemp("inception") / "pt_inception-random.pth"
     torch.save(_reference_module().random_state_dict(spec), path)
@@ -40,11 +42,18 @@ def inception_weights(tmp_path_factory) -> Path:
 
 def test_inception_keys_and_shapes_are_pytorch_fids():
     spec = json.loads((FIXTURES / "inception_reference.json").read_text())
-    ours = {k: list(v.shape) for k, v in FIDInceptionV3().state_dict().items() if not k.endswith("num_batches_tracked")}
+    ours = {
+        k: list(v.shape)
+        for k, v in FIDInceptionV3().state_dict().items()
+        if not k.endswith("num_batches_tracked")
+    }
     assert ours == spec
 
 
-@pytest.mark.parametrize(("resize", "reference_key"), [("pytorch-fid", "pytorch_fid"), ("torch-fidelity", "torch_fidelity")])
+@pytest.mark.parametrize(
+    ("resize", "reference_key"),
+    [("pytorch-fid", "pytorch_fid"), ("torch-fidelity", "torch_fidelity")],
+)
 def test_inception_features_equal_the_libraries_own(inception_weights, resize, reference_key):
     reference = np.load(FIXTURES / "inception_reference.npz", allow_pickle=False)
     extractor = feats.make_extractor("inception", weights_path=inception_weights, resize=resize)
@@ -81,7 +90,9 @@ def _tiny_labeller():
     from shared.networks.labeller import Labeller, LabellerConfig
 
     torch.manual_seed(0)
-    cfg = LabellerConfig(resolution_px=32, init_features=8, growth_rate=4, block_config=(1, 1, 1, 1))
+    cfg = LabellerConfig(
+        resolution_px=32, init_features=8, growth_rate=4, block_config=(1, 1, 1, 1)
+    )
     return Labeller(cfg).eval()
 
 
@@ -119,7 +130,9 @@ def test_feature_cache_hits_per_image_set(tmp_path):
     changed[0, 0, 0] ^= 1
     feats.extract_features(extractor, changed, cache_dir=tmp_path)
     assert calls == [4, 2, 6]
-    (cached,) = [p for p in tmp_path.glob("*.npy") if np.array_equal(np.load(p, allow_pickle=False), first)]
+    (cached,) = [
+        p for p in tmp_path.glob("*.npy") if np.array_equal(np.load(p, allow_pickle=False), first)
+    ]
     assert cached.suffix == ".npy"
 
 
@@ -129,7 +142,8 @@ def test_to_uint8_matches_the_contract():
 
 
 def test_frechet_closed_form_scaled_full_covariance():
-    # S2 = a S1 commutes with S1: Tr (S1 S2)^1/2 = sqrt(a) Tr S1, FD = |dmu|^2 + (1 - sqrt a)^2 Tr S1.
+    # S2 = a S1 commutes with S1: Tr (S1 S2)^1/2 = sqrt(a) Tr S1,
+    # so FD = |dmu|^2 + (1 - sqrt a)^2 Tr S1.
     rng = np.random.default_rng(3)
     root = rng.normal(size=(6, 6))
     sigma1, a = root @ root.T + 0.1 * np.eye(6), 2.5
@@ -157,4 +171,6 @@ def test_frechet_matrix_equals_pairwise_sqrtm():
     for i in range(4):
         assert matrix[i, i] == 0.0
         for j in range(i + 1, 4):
-            assert matrix[i, j] == pytest.approx(frechet_distance_from_features(sets[i], sets[j]), rel=1e-7)
+            assert matrix[i, j] == pytest.approx(
+                frechet_distance_from_features(sets[i], sets[j]), rel=1e-7
+            )

@@ -1,4 +1,4 @@
-"""Han et al.'s analyses: Pearson matrix against scipy, transitions, difference maps, a recorded path."""
+"""Han et al.'s analyses: Pearson matrix vs scipy, transitions, difference maps, a recorded path."""
 
 from __future__ import annotations
 
@@ -16,11 +16,16 @@ from shared.networks.labeller import Labeller, LabellerConfig
 def test_correlation_matrix_equals_scipy_pearson():
     rng = np.random.default_rng(0)
     doses = [rng.random(50), rng.random(40)]
-    scores = [np.c_[d + rng.normal(0, 0.3, len(d)), rng.random(len(d)), np.full(len(d), 0.5)] for d in doses]
+    scores = [
+        np.c_[d + rng.normal(0, 0.3, len(d)), rng.random(len(d)), np.full(len(d), 0.5)]
+        for d in doses
+    ]
     matrix = han.pathology_correlation_matrix(doses, scores)
     for i in range(2):
         for j in range(2):
-            assert matrix[i, j] == pytest.approx(pearsonr(doses[i], scores[i][:, j]).statistic, abs=1e-12)
+            assert matrix[i, j] == pytest.approx(
+                pearsonr(doses[i], scores[i][:, j]).statistic, abs=1e-12
+            )
     assert np.isnan(matrix[:, 2]).all()  # a constant score has no correlation
 
 
@@ -60,13 +65,19 @@ def test_difference_map_and_overlay_colours():
 def test_record_optimisation_path_raises_the_target_score():
     torch.manual_seed(0)
     G = Generator(GeneratorConfig(resolution_px=32, z_dim=16, fmap_base=64, fmap_max=16)).eval()
-    labeller = Labeller(LabellerConfig(resolution_px=32, init_features=8, growth_rate=4, block_config=(1, 1, 1, 1)))
+    labeller = Labeller(
+        LabellerConfig(resolution_px=32, init_features=8, growth_rate=4, block_config=(1, 1, 1, 1))
+    )
     labeller.eval().requires_grad_(False)
     z0 = torch.randn(3, 16)
-    images, scores = han.record_optimisation_path(G, labeller, z0, class_index=4, num_steps=10, lr=0.1)
+    images, scores = han.record_optimisation_path(
+        G, labeller, z0, class_index=4, num_steps=10, lr=0.1
+    )
     assert images.shape == (11, 3, 32, 32) and scores.shape == (11, 3, 15)
     with torch.no_grad():
         np.testing.assert_allclose(images[0], G(z0)[:, 0].numpy(), atol=1e-6)
     assert scores[-1, :, 4].mean() > scores[0, :, 4].mean()
-    fig = han.plot_correlation_heatmap(han.correlation_from_paths([scores, scores]), ["A", "B"], [str(i) for i in range(15)])
+    fig = han.plot_correlation_heatmap(
+        han.correlation_from_paths([scores, scores]), ["A", "B"], [str(i) for i in range(15)]
+    )
     assert fig.axes[0].get_title() == "Pearson r"

@@ -1,4 +1,4 @@
-"""Prevalence bootstrap CIs: a known answer, agreement with row resampling, labelling by thresholds."""
+"""Prevalence bootstrap CIs: a known answer, agreement with row resampling, thresholds."""
 
 from __future__ import annotations
 
@@ -20,14 +20,20 @@ def test_prevalence_ci_matches_the_binomial_normal_approximation():
     assert ci.estimate[0] == pytest.approx(0.3)
     assert ci.low[0] == pytest.approx(0.3 - half_width, abs=0.1 * half_width)
     assert ci.high[0] == pytest.approx(0.3 + half_width, abs=0.1 * half_width)
-    assert (ci.estimate[1], ci.low[1], ci.high[1]) == (0.0, 0.0, 0.0)  # an absent class has no spread
+    assert (ci.estimate[1], ci.low[1], ci.high[1]) == (
+        0.0,
+        0.0,
+        0.0,
+    )  # an absent class has no spread
 
 
 def test_prevalence_ci_equals_resampling_rows():
     rng = np.random.default_rng(2)
     column = (rng.random(150) < 0.2).astype(float)
     ours = prevalence_ci(column[:, None], num_resamples=10_000, seed=3)
-    rows = bootstrap_ci(column, column, lambda y, s: float(np.mean(s)), num_resamples=10_000, seed=4)
+    rows = bootstrap_ci(
+        column, column, lambda y, s: float(np.mean(s)), num_resamples=10_000, seed=4
+    )
     assert ours.low[0] == pytest.approx(rows.low, abs=0.01)
     assert ours.high[0] == pytest.approx(rows.high, abs=0.01)
 
@@ -52,4 +58,7 @@ def test_predict_labels_applies_per_class_thresholds():
 def test_plot_prevalence_has_both_sets():
     ci = prevalence_ci(np.eye(3)[[0, 0, 1, 2]], num_resamples=100)
     fig = plot_prevalence(["A", "B", "C"], ci, ci)
-    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["real (n=4)", "synthetic (n=4)"]
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
+        "real (n=4)",
+        "synthetic (n=4)",
+    ]

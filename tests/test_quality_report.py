@@ -1,4 +1,4 @@
-"""End to end: `radshare-hub quality` on small NIH-layout folders writes a report with every analysis."""
+"""End to end: `radshare-hub quality` on small NIH-layout folders writes every analysis."""
 
 from __future__ import annotations
 
@@ -16,7 +16,13 @@ from typer.testing import CliRunner
 from hub.cli import app
 from hub.quality.report import Section, render_report
 from shared.networks.generator import Generator, GeneratorConfig
-from shared.networks.labeller import ClassMetrics, Labeller, LabellerCard, LabellerConfig, save_labeller_export
+from shared.networks.labeller import (
+    ClassMetrics,
+    Labeller,
+    LabellerCard,
+    LabellerConfig,
+    save_labeller_export,
+)
 
 CLASSES = ["Effusion", "Mass", "No Finding"]
 
@@ -27,26 +33,44 @@ def _nih_folder(root: Path, num_images: int, seed: int) -> Path:
     rows = []
     for i in range(num_images):
         label = CLASSES[i % 3]
-        image = rng.integers(0, 80, (32, 32)) + (120 if label == "Effusion" else 40) * (np.arange(32) > 16)
+        image = rng.integers(0, 80, (32, 32)) + (120 if label == "Effusion" else 40) * (
+            np.arange(32) > 16
+        )
         name = f"{i:08d}_000.png"
         Image.fromarray(image.astype(np.uint8)).save(root / "images" / name)
-        rows.append({"Image Index": name, "Finding Labels": label, "Patient ID": i // 2,
-                     "Patient Gender": "MF"[i % 2]})
+        rows.append(
+            {
+                "Image Index": name,
+                "Finding Labels": label,
+                "Patient ID": i // 2,
+                "Patient Gender": "MF"[i % 2],
+            }
+        )
     pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
     return root
 
 
 def _exports(root: Path) -> tuple[Path, Path]:
     torch.manual_seed(0)
-    cfg = LabellerConfig(resolution_px=32, init_features=8, growth_rate=4, block_config=(1, 1, 1, 1))
+    cfg = LabellerConfig(
+        resolution_px=32, init_features=8, growth_rate=4, block_config=(1, 1, 1, 1)
+    )
     labeller = Labeller(cfg)
-    card = LabellerCard(labeller_config=cfg, classes=[ClassMetrics(name=n, threshold_logit=0.0) for n in cfg.class_names])
+    card = LabellerCard(
+        labeller_config=cfg,
+        classes=[ClassMetrics(name=n, threshold_logit=0.0) for n in cfg.class_names],
+    )
     save_labeller_export(root / "labeller", labeller, card)
     gen_cfg = GeneratorConfig(resolution_px=32, z_dim=16, fmap_base=64, fmap_max=16)
     G = Generator(gen_cfg)
     (root / "generator").mkdir()
-    save_file({k: v.contiguous() for k, v in G.state_dict().items()}, str(root / "generator" / "g_ema.safetensors"))
-    (root / "generator" / "generator.json").write_text(json.dumps({"generator_config": gen_cfg.model_dump()}))
+    save_file(
+        {k: v.contiguous() for k, v in G.state_dict().items()},
+        str(root / "generator" / "g_ema.safetensors"),
+    )
+    (root / "generator" / "generator.json").write_text(
+        json.dumps({"generator_config": gen_cfg.model_dump()})
+    )
     return root / "labeller", root / "generator"
 
 
@@ -55,9 +79,29 @@ def test_quality_command_writes_every_analysis(tmp_path):
     synthetic = _nih_folder(tmp_path / "synthetic", 30, seed=1)
     labeller, generator = _exports(tmp_path)
     out = tmp_path / "report"
-    args = ["quality", "--real", str(real), "--synthetic", str(synthetic), "--labeller", str(labeller),
-            "--generator", str(generator), "--resolution-px", "32", "--out", str(out), "--resamples", "200",
-            "--han-latents", "2", "--han-steps", "3", "--feature-cache", str(tmp_path / "features")]
+    args = [
+        "quality",
+        "--real",
+        str(real),
+        "--synthetic",
+        str(synthetic),
+        "--labeller",
+        str(labeller),
+        "--generator",
+        str(generator),
+        "--resolution-px",
+        "32",
+        "--out",
+        str(out),
+        "--resamples",
+        "200",
+        "--han-latents",
+        "2",
+        "--han-steps",
+        "3",
+        "--feature-cache",
+        str(tmp_path / "features"),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
@@ -77,5 +121,12 @@ def test_quality_command_writes_every_analysis(tmp_path):
 
 
 def test_report_escapes_text():
-    page = render_report("<t>", [Section("a<b", paragraphs=["x & y"], tables=[("c", ["h"], [[1.23456]])])])
-    assert "&lt;t&gt;" in page and "a&lt;b" in page and "x &amp; y" in page and "<td>1.235</td>" in page
+    page = render_report(
+        "<t>", [Section("a<b", paragraphs=["x & y"], tables=[("c", ["h"], [[1.23456]])])]
+    )
+    assert (
+        "&lt;t&gt;" in page
+        and "a&lt;b" in page
+        and "x &amp; y" in page
+        and "<td>1.235</td>" in page
+    )

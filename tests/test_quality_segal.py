@@ -1,4 +1,4 @@
-"""Segal et al.'s analyses: patient-disjoint halves, class distances, MDS; the zero measure on site A."""
+"""Segal et al.'s analyses: patient-disjoint halves, class distances, MDS; site A's zero measure."""
 
 from __future__ import annotations
 
@@ -38,17 +38,23 @@ def test_class_distance_matrix_matches_pairwise_fd_and_closed_form():
     n = 4000
     labels = np.zeros((3 * n, len(NIH_LABELS)))
     features = np.concatenate([rng.normal(m, s, (n, 3)) for m, s in ((0, 1), (1, 1), (0, 2))])
-    for k, column in enumerate((NIH_LABELS.index("Edema"), NIH_LABELS.index("Mass"), NIH_LABELS.index("No Finding"))):
+    for k, column in enumerate(
+        (NIH_LABELS.index("Edema"), NIH_LABELS.index("Mass"), NIH_LABELS.index("No Finding"))
+    ):
         labels[k * n : (k + 1) * n, column] = 1
     result = segal.class_distance_matrix(features, labels, NIH_LABELS)
     assert result.names == ["Edema", "Mass", "No Finding"] and result.counts == [n, n, n]
     np.testing.assert_allclose(result.matrix, result.matrix.T)
-    edema, mass, normal = (features[k * n : (k + 1) * n] for k in range(3))
-    assert result.matrix[0, 1] == pytest.approx(frechet_distance_from_features(edema, mass), rel=1e-7)
-    # Closed forms of the populations: |dmu|^2 = 3 for Edema-Mass; 3 (1 - 2)^2 = 3 for Edema-No Finding.
+    edema, mass = features[:n], features[n : 2 * n]
+    assert result.matrix[0, 1] == pytest.approx(
+        frechet_distance_from_features(edema, mass), rel=1e-7
+    )
+    # Population closed forms: |dmu|^2 = 3 for Edema-Mass; 3 (1 - 2)^2 = 3 for Edema-No Finding.
     assert result.to_baseline()["Edema"] == pytest.approx(3.0, rel=0.05)
     assert result.matrix[0, 1] == pytest.approx(3.0, rel=0.05)
-    assert frechet_distance(np.zeros(3), np.eye(3), np.zeros(3), 4 * np.eye(3)) == pytest.approx(3.0)
+    assert frechet_distance(np.zeros(3), np.eye(3), np.zeros(3), 4 * np.eye(3)) == pytest.approx(
+        3.0
+    )
 
 
 def test_plots_are_figures_with_every_class():
@@ -70,21 +76,30 @@ def test_site_a_zero_measure_is_far_below_real_versus_phantom(site_a_set, tmp_pa
     phantom = pytest.importorskip("site_node.phantom")
     if not hasattr(phantom, "make_phantom_site"):
         pytest.skip("site_node.phantom.make_phantom_site is not there yet")
-    phantom.make_phantom_site(tmp_path / "phantom", num_images=200, style="nih", resolution_px=64, seed=0)
+    phantom.make_phantom_site(
+        tmp_path / "phantom", num_images=200, style="hospital-a", resolution_px=64, seed=0
+    )
     phantom_set = load_nih_folder(tmp_path / "phantom", 64)
     extractor = RandomConvExtractor(seed=0)
     real = extract_features(extractor, site_a_set.images_u8)
     zero = segal.zero_measure(real, site_a_set.labels, site_a_set.patient_ids, seeds=(0, 1, 2))
-    versus_phantom = frechet_distance_from_features(real, extract_features(extractor, phantom_set.images_u8))
+    versus_phantom = frechet_distance_from_features(
+        real, extract_features(extractor, phantom_set.images_u8)
+    )
     assert 0 < max(zero) < versus_phantom / 5
 
 
 @pytest.mark.realdata
 def test_site_a_class_matrix_is_finite_and_separates_classes(site_a_set):
     features = extract_features(RandomConvExtractor(seed=0), site_a_set.images_u8)
-    result = segal.class_distance_matrix(features, site_a_set.labels, site_a_set.label_space, min_images=20)
+    result = segal.class_distance_matrix(
+        features, site_a_set.labels, site_a_set.label_space, min_images=20
+    )
     assert "No Finding" in result.names and "Effusion" in result.names
-    assert np.isfinite(result.matrix).all() and (result.matrix[~np.eye(len(result.names), dtype=bool)] > 0).all()
+    assert (
+        np.isfinite(result.matrix).all()
+        and (result.matrix[~np.eye(len(result.names), dtype=bool)] > 0).all()
+    )
     zero = segal.zero_measure(features, site_a_set.labels, site_a_set.patient_ids, seeds=(0,))[0]
     # Halves of ~420 images are closer than the No Finding vs Effusion sets (398 vs 159 images).
     assert zero < result.to_baseline()["Effusion"]

@@ -1,4 +1,4 @@
-"""The reader study in a real browser: headless Chromium clicks answers, the server's CSV holds them.
+"""The reader study in a real browser: headless Chromium clicks answers; the CSV holds them.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``apt-get install -y chromium
 chromium-driver``) and the ``selenium`` package (dev extra); skipped otherwise.
@@ -21,9 +21,11 @@ from site_node.reader_study.serve import make_server
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
     not (CHROMIUM and CHROMEDRIVER),
-    reason="needs Debian's chromium and chromium-driver: apt-get install -y chromium chromium-driver",
+    reason="needs Debian's chromium + chromium-driver: apt-get install -y chromium chromium-driver",
 )
-webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pip install -e .[dev])")
+webdriver = pytest.importorskip(
+    "selenium.webdriver", reason="needs selenium (pip install -e .[dev])"
+)
 By = pytest.importorskip("selenium.webdriver.common.by").By
 
 
@@ -31,11 +33,14 @@ By = pytest.importorskip("selenium.webdriver.common.by").By
 def browser(tmp_path_factory):
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):  # fmt: skip
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--disable-dev-shm-usage"]  # fmt: skip
+    for flag in [*flags, f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"]:
         options.add_argument(flag)
-    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
+    driver = webdriver.Chrome(
+        service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options
+    )
     driver.implicitly_wait(5)
     yield driver
     driver.quit()
@@ -50,7 +55,9 @@ def served(tmp_path):
         rng = np.random.default_rng(0)
         real = rng.integers(0, 128, (12, 32, 32), dtype=np.uint8)
         fake = rng.integers(128, 256, (12, 32, 32), dtype=np.uint8)
-        spec = build_study(tmp_path / design, real, fake, design=design, num_items=num_items, display_px=64)
+        spec = build_study(
+            tmp_path / design, real, fake, design=design, num_items=num_items, display_px=64
+        )
         server = make_server(tmp_path / design, port=0)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
@@ -113,7 +120,9 @@ def test_grid_design_marks_clicked_images_real(browser, served):
             marked.add(image_id)
         browser.find_element(By.ID, "submit").click()
     answers = _wait_for_rows(study, 12)
-    assert {i for i, a in zip(answers.image_id, answers.answer, strict=True) if a == "real"} == marked
+    assert {
+        i for i, a in zip(answers.image_id, answers.answer, strict=True) if a == "real"
+    } == marked
     assert len(answers) == 12
 
 

@@ -18,12 +18,16 @@ from site_node.reader_study.serve import make_server
 
 def _pools(num_real=700, num_fake=700):
     rng = np.random.default_rng(0)
-    return rng.integers(0, 256, (num_real, 16, 16), dtype=np.uint8), rng.integers(0, 256, (num_fake, 16, 16), dtype=np.uint8)
+    return rng.integers(0, 256, (num_real, 16, 16), dtype=np.uint8), rng.integers(
+        0, 256, (num_fake, 16, 16), dtype=np.uint8
+    )
 
 
 def test_grid_images_are_real_with_probability_one_half(tmp_path):
     real, fake = _pools()
-    spec = build_study(tmp_path / "s", real, fake, design="grid", num_items=200, display_px=16, seed=1)
+    spec = build_study(
+        tmp_path / "s", real, fake, design="grid", num_items=200, display_px=16, seed=1
+    )
     key = pd.read_csv(tmp_path / "s" / "key.csv")
     assert len(key) == 1200 and all(len(item.images) == 6 for item in spec.items)
     share_real = (key.truth == "real").mean()
@@ -63,7 +67,9 @@ def test_build_refuses_bad_requests(tmp_path):
 
 
 def _post(url, payload):
-    request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, json.dumps(payload).encode(), {"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return response.status
 
@@ -77,10 +83,20 @@ def test_server_appends_valid_answers_and_rejects_bad_ones(tmp_path):
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
         item = spec.items[0]
-        row = {"item_id": item.item_id, "image_id": item.images[0], "answer": "real", "elapsed_ms": 12}
+        row = {
+            "item_id": item.item_id,
+            "image_id": item.images[0],
+            "answer": "real",
+            "elapsed_ms": 12,
+        }
         assert _post(url + "/answers", {"reader_id": "r1", "rows": [row]}) == 204
-        for bad in ({"reader_id": "r 1", "rows": [row]}, {"reader_id": "r1", "rows": [dict(row, answer="maybe")]},
-                    {"reader_id": "r1", "rows": [dict(row, image_id=spec.items[1].images[0])]}):  # fmt: skip
+        other_image = spec.items[1].images[0]
+        bad_requests = [
+            {"reader_id": "r 1", "rows": [row]},
+            {"reader_id": "r1", "rows": [dict(row, answer="maybe")]},
+            {"reader_id": "r1", "rows": [dict(row, image_id=other_image)]},
+        ]
+        for bad in bad_requests:
             with pytest.raises(urllib.error.HTTPError) as error:
                 _post(url + "/answers", bad)
             assert error.value.code == 400
@@ -92,4 +108,6 @@ def test_server_appends_valid_answers_and_rejects_bad_ones(tmp_path):
         server.shutdown()
         server.server_close()
     answers = pd.read_csv(tmp_path / "s" / "answers.csv")
-    assert answers[["reader_id", "image_id", "answer", "elapsed_ms"]].values.tolist() == [["r1", item.images[0], "real", 12]]
+    assert answers[["reader_id", "image_id", "answer", "elapsed_ms"]].values.tolist() == [
+        ["r1", item.images[0], "real", 12]
+    ]

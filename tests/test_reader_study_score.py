@@ -1,4 +1,4 @@
-"""Reader-study scoring against hand-computed values, Fleiss' kappa against Fleiss 1971 and statsmodels."""
+"""Reader-study scoring vs hand-computed values; Fleiss' kappa vs Fleiss 1971 and statsmodels."""
 
 from __future__ import annotations
 
@@ -63,10 +63,16 @@ def test_scores_equal_hand_computed_values():
     assert overall["hype_infinity"] == pytest.approx(2 / 8)
     assert overall["hype_synthetic_judged_real"] == pytest.approx(1 / 4)
     assert overall["hype_real_judged_synthetic"] == pytest.approx(1 / 4)
-    assert result["per_reader"]["A"]["accuracy"] == 0.5 and result["per_reader"]["B"]["accuracy"] == 1.0
+    assert (
+        result["per_reader"]["A"]["accuracy"] == 0.5
+        and result["per_reader"]["B"]["accuracy"] == 1.0
+    )
     assert result["reader_accuracy_sd"] == pytest.approx(np.std([0.5, 1.0], ddof=1))
-    # Kappa by hand: per image agreement P_i = 1, 0, 1, 0 -> mean 0.5; p_real = 4/8 -> Pe = 0.5 -> kappa 0.
-    assert result["fleiss_kappa"] == pytest.approx(0.0, abs=1e-12) and result["fleiss_kappa_images"] == 4
+    # Kappa by hand: agreement P_i = 1, 0, 1, 0 -> mean 0.5; p_real = 4/8 -> Pe = 0.5 -> kappa 0.
+    assert (
+        result["fleiss_kappa"] == pytest.approx(0.0, abs=1e-12)
+        and result["fleiss_kappa_images"] == 4
+    )
     low, high = overall["hype_infinity_ci95"]
     assert 0.0 <= low < 2 / 8 < high <= 1.0
 
@@ -76,7 +82,9 @@ def test_hype_ci_matches_the_binomial_interval_for_many_answers():
     truth = np.where(rng.random(1000) < 0.5, "real", "synthetic")
     wrong = rng.random(1000) < 0.3
     answer = np.where(wrong, np.where(truth == "real", "synthetic", "real"), truth)
-    frame = _answers([("A", f"i{k}", t, a) for k, (t, a) in enumerate(zip(truth, answer, strict=True))])
+    frame = _answers(
+        [("A", f"i{k}", t, a) for k, (t, a) in enumerate(zip(truth, answer, strict=True))]
+    )
     result = score_answers(frame, "single", num_resamples=4000)
     p = wrong.mean()
     half = 1.96 * np.sqrt(p * (1 - p) / 1000)
@@ -90,13 +98,15 @@ def test_pair_accuracy_counts_pairs_where_the_real_image_was_picked():
         ("A", "r2", "real", "synthetic"), ("A", "s2", "synthetic", "real"),
         ("A", "r3", "real", "real"), ("A", "s3", "synthetic", "synthetic"),
     ]  # fmt: skip
-    assert score_answers(_answers(rows), "pairs", num_resamples=100)["pair_accuracy"] == pytest.approx(2 / 3)
+    assert score_answers(_answers(rows), "pairs", num_resamples=100)[
+        "pair_accuracy"
+    ] == pytest.approx(2 / 3)
 
 
 def test_load_answers_keeps_the_last_answer_of_a_reader(tmp_path):
-    pd.DataFrame({"image_id": ["a", "b"], "item_id": ["i1", "i2"], "truth": ["real", "synthetic"]}).to_csv(
-        tmp_path / "key.csv", index=False
-    )
+    pd.DataFrame(
+        {"image_id": ["a", "b"], "item_id": ["i1", "i2"], "truth": ["real", "synthetic"]}
+    ).to_csv(tmp_path / "key.csv", index=False)
     pd.DataFrame(
         {"reader_id": ["R", "R", "R"], "item_id": ["i1", "i1", "i2"], "image_id": ["a", "a", "b"],
          "answer": ["synthetic", "real", "real"], "elapsed_ms": [1, 2, 3]}

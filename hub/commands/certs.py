@@ -1,4 +1,4 @@
-"""``radshare-hub certs``: the consortium CA, the hub's certificate, one certificate per identity."""
+"""``radshare-hub certs``: the consortium CA, the hub's certificate, one per identity."""
 
 from __future__ import annotations
 

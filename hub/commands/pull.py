@@ -13,7 +13,9 @@ def pull(
     artifact_id: str = typer.Argument(..., help="artifact id, or a unique prefix of 8+ hex digits"),
     out: Path | None = typer.Option(None, help="new bundle folder (default pulled/<id12>)"),
     hub: str = typer.Option("127.0.0.1:50051", help="hub address host:port"),
-    tls_dir: Path = typer.Option(Path("hub-data/tls"), help="folder with ca.crt and <identity>.crt/.key"),
+    tls_dir: Path = typer.Option(
+        Path("hub-data/tls"), help="folder with ca.crt and <identity>.crt/.key"
+    ),
     identity: str = typer.Option("operator", help="whose certificate to use (operators pull)"),
 ) -> None:
     """Pull a bundle (hashes and signature verified); example:

@@ -11,10 +11,14 @@ __all__ = ["serve"]
 
 def serve(
     config: Path | None = typer.Option(None, help="hub config YAML (see hub.config)"),
-    root: Path | None = typer.Option(None, help="registry folder (SQLite + blobs); default hub-data"),
+    root: Path | None = typer.Option(
+        None, help="registry folder (SQLite + blobs); default hub-data"
+    ),
     host: str | None = typer.Option(None, help="address to bind; default 127.0.0.1"),
     port: int | None = typer.Option(None, help="port to bind; default 50051, 0 = any"),
-    tls_dir: Path | None = typer.Option(None, help="ca.crt, server.crt, server.key; default <root>/tls"),
+    tls_dir: Path | None = typer.Option(
+        None, help="ca.crt, server.crt, server.key; default <root>/tls"
+    ),
     max_upload_mb: int | None = typer.Option(None, help="largest bundle accepted, MB"),
     max_concurrent_uploads: int | None = typer.Option(None, help="uploads streaming at once"),
 ) -> None:

@@ -104,6 +104,7 @@ def _segal_section(
         rows += [
             [f"{name} vs No Finding (n={n})", to_nf[name]]
             for name, n in zip(classes.names, classes.counts, strict=True)
+            if name != "No Finding"
         ]
     section.paragraphs.append(
         f"Features: {feats['extractor']}. "

@@ -59,7 +59,8 @@ def _cell(value: object) -> str:
 def _table(caption: str, header: list[str], rows: list[list[object]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<p><b>{html.escape(caption)}</b></p><table><tr>{head}</tr>{body}</table>"
+    table = f"<table><tr>{head}</tr>{body}</table>"
+    return f'<p><b>{html.escape(caption)}</b></p><div style="overflow-x:auto">{table}</div>'
 
 
 def _section(section: Section) -> str:

@@ -60,7 +60,7 @@ class ArtifactRegistry(ABC):
 
     @abstractmethod
     def stage(self, upload: StagedUpload) -> StagedUpload:
-        """Start staging ``upload`` or return the one already staged under its id (with ``received``)."""
+        """Start staging ``upload``, or return the one already staged under its id."""
 
     @abstractmethod
     def staged(self, artifact_id: str) -> StagedUpload | None:
@@ -68,7 +68,7 @@ class ArtifactRegistry(ABC):
 
     @abstractmethod
     def append(self, artifact_id: str, file_name: str, offset: int, data: bytes) -> int:
-        """Append ``data`` at ``offset`` (which must equal the bytes staged); returns the new size."""
+        """Append ``data`` at ``offset`` (must equal the bytes staged); returns the new size."""
 
     @abstractmethod
     def open_staged(self, artifact_id: str, file_name: str) -> BinaryIO:
@@ -98,7 +98,9 @@ class ArtifactRegistry(ABC):
         """The committed artifact with this exact id, or None."""
 
     @abstractmethod
-    def list(self, kind: ArtifactKind | None = None, site_id: str | None = None) -> list[ArtifactSummary]:
+    def list(
+        self, kind: ArtifactKind | None = None, site_id: str | None = None
+    ) -> list[ArtifactSummary]:
         """Committed artifacts, oldest first, filtered by kind and site when given."""
 
     @abstractmethod
@@ -117,7 +119,9 @@ class ArtifactRegistry(ABC):
                 if found is not None:
                     return found
             if len(matches) > 1:
-                raise NotFoundError(f"artifact id prefix {artifact_id!r} is ambiguous ({len(matches)} match)")
+                raise NotFoundError(
+                    f"artifact id prefix {artifact_id!r} is ambiguous ({len(matches)} match)"
+                )
         raise NotFoundError(f"no artifact with id {artifact_id!r}")
 
 

@@ -136,7 +136,9 @@ def _accept_header(
     authorize(caller, Action.PUBLISH, site_id=model.site_id)
     expected = only_kind or item.kind
     if expected is not None and model.kind != expected:
-        raise ArtifactError(f"manifest kind {model.kind.value!r} but this call publishes {expected.value!r}")
+        raise ArtifactError(
+            f"manifest kind {model.kind.value!r} but this call publishes {expected.value!r}"
+        )
     if model.kind not in SITE_KINDS:
         raise ArtifactError(f"a site may not publish kind {model.kind.value!r}")
     if model.total_bytes > state.limits.max_upload_bytes:
@@ -149,7 +151,9 @@ def _accept_header(
     return signed, pem
 
 
-def _receive(items: Iterator[PublishItem], staged: StagedUpload, registry: ArtifactRegistry) -> None:
+def _receive(
+    items: Iterator[PublishItem], staged: StagedUpload, registry: ArtifactRegistry
+) -> None:
     """Write chunks until the stream ends (step 3)."""
     received = dict(staged.received)
     for item in items:
@@ -163,11 +167,19 @@ def _receive(items: Iterator[PublishItem], staged: StagedUpload, registry: Artif
             raise ArtifactError(
                 f"chunk of {item.file_name!r} ends at byte {end}, past its declared size {declared}"
             )
-        received[item.file_name] = registry.append(staged.artifact_id, item.file_name, item.offset, item.data)
-    missing = {n: (received.get(n, 0), s) for n, s in staged.declared.items() if received.get(n, 0) != s}
+        received[item.file_name] = registry.append(
+            staged.artifact_id, item.file_name, item.offset, item.data
+        )
+    missing = {
+        n: (received.get(n, 0), s) for n, s in staged.declared.items() if received.get(n, 0) != s
+    }
     if missing:
-        parts = ", ".join(f"{n} has {got} of {size} bytes" for n, (got, size) in sorted(missing.items()))
-        raise UploadInterruptedError(f"upload {staged.artifact_id[:12]}… is incomplete: {parts}; resume it")
+        parts = ", ".join(
+            f"{n} has {got} of {size} bytes" for n, (got, size) in sorted(missing.items())
+        )
+        raise UploadInterruptedError(
+            f"upload {staged.artifact_id[:12]}… is incomplete: {parts}; resume it"
+        )
 
 
 def _verify_staged(signed: SignedManifest, registry: ArtifactRegistry) -> tuple[FileInfo, ...]:
@@ -181,7 +193,8 @@ def _verify_staged(signed: SignedManifest, registry: ArtifactRegistry) -> tuple[
                 size += len(block)
         if digest.hexdigest() != entry.sha256 or size != entry.size_bytes:
             raise IntegrityError(
-                f"{name}: received sha256 {digest.hexdigest()[:16]}… ({size} bytes) but the manifest "
+                f"{name}: received sha256 {digest.hexdigest()[:16]}… ({size} bytes) but the "
+                "manifest "
                 f"says {entry.sha256[:16]}… ({entry.size_bytes} bytes)"
             )
         with registry.open_staged(artifact_id, name) as handle:
@@ -190,7 +203,9 @@ def _verify_staged(signed: SignedManifest, registry: ArtifactRegistry) -> tuple[
     return tuple(files)
 
 
-def _summary(signed: SignedManifest, files: tuple[FileInfo, ...], published_at: str) -> ArtifactSummary:
+def _summary(
+    signed: SignedManifest, files: tuple[FileInfo, ...], published_at: str
+) -> ArtifactSummary:
     model = signed.model
     return ArtifactSummary(
         artifact_id=signed.artifact_id,
@@ -207,7 +222,9 @@ def _summary(signed: SignedManifest, files: tuple[FileInfo, ...], published_at: 
 def _stage(signed: SignedManifest, manifest_json: bytes, state: HubState) -> StagedUpload:
     model = signed.model
     declared = {name: entry.size_bytes for name, entry in model.files.items()}
-    upload = StagedUpload(signed.artifact_id, model.kind, model.site_id, manifest_json, declared, state.clock())
+    upload = StagedUpload(
+        signed.artifact_id, model.kind, model.site_id, manifest_json, declared, state.clock()
+    )
     return state.registry.stage(upload)
 
 
@@ -243,12 +260,21 @@ def publish(
         try:
             files = _verify_staged(signed, registry)
             summary = _summary(signed, files, _iso(state.clock()))
-            record, created = registry.commit(ArtifactRecord(summary, header.manifest_json, pem, caller.identity))
+            record, created = registry.commit(
+                ArtifactRecord(summary, header.manifest_json, pem, caller.identity)
+            )
         except BaseException:
             registry.discard(artifact_id)  # verified-and-failed bytes are never resumed
             raise
-    log.info("publish %s (%s, site %s, %d bytes) by %s: %s", artifact_id[:12], summary.kind,
-             summary.site_id, summary.size_bytes, caller.identity, "committed" if created else "exists")  # fmt: skip
+    log.info(
+        "publish %s (%s, site %s, %d bytes) by %s: %s",
+        artifact_id[:12],
+        summary.kind,
+        summary.site_id,
+        summary.size_bytes,
+        caller.identity,
+        "committed" if created else "exists",
+    )
     return PublishResult(record.summary, created)
 
 

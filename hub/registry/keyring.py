@@ -60,7 +60,8 @@ class DirectoryKeyring:
         if not path.is_file():
             raise SignatureError(
                 f"no signing key registered for site {site_id!r} ({path} is missing; "
-                f"an operator registers it with `radshare-hub register-site {site_id} --public-key …`)"
+                "an operator registers it with "
+                f"`radshare-hub register-site {site_id} --public-key …`)"
             )
         return path.read_bytes()
 

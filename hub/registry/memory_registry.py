@@ -39,21 +39,31 @@ class InMemoryRegistry(ArtifactRegistry):
             if upload is None:
                 return None
             received = {name: len(data) for name, data in self._parts[artifact_id].items()}
-        return StagedUpload(upload.artifact_id, upload.kind, upload.site_id, upload.manifest_json,
-                            dict(upload.declared), upload.started_at, received)  # fmt: skip
+        return StagedUpload(
+            upload.artifact_id,
+            upload.kind,
+            upload.site_id,
+            upload.manifest_json,
+            dict(upload.declared),
+            upload.started_at,
+            received,
+        )
 
     def _part(self, artifact_id: str, file_name: str) -> bytearray:
         try:
             return self._parts[artifact_id][file_name]
         except KeyError:
-            raise NotFoundError(f"upload {artifact_id[:12]}… has no staged file {file_name!r}") from None
+            raise NotFoundError(
+                f"upload {artifact_id[:12]}… has no staged file {file_name!r}"
+            ) from None
 
     def append(self, artifact_id: str, file_name: str, offset: int, data: bytes) -> int:
         with self._lock:
             part = self._part(artifact_id, file_name)
             if offset != len(part):
                 raise RegistryError(
-                    f"chunk of {file_name!r} starts at byte {offset} but {len(part)} bytes are staged"
+                    f"chunk of {file_name!r} starts at byte {offset} "
+                    f"but {len(part)} bytes are staged"
                 )
             part.extend(data)
             return len(part)
@@ -90,7 +100,9 @@ class InMemoryRegistry(ArtifactRegistry):
         with self._lock:
             return self._records.get(artifact_id)
 
-    def list(self, kind: ArtifactKind | None = None, site_id: str | None = None) -> list[ArtifactSummary]:
+    def list(
+        self, kind: ArtifactKind | None = None, site_id: str | None = None
+    ) -> list[ArtifactSummary]:
         with self._lock:
             summaries = [self._records[a].summary for a in self._order]
         return [

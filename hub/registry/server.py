@@ -75,7 +75,7 @@ def server_credentials(tls_dir: Path) -> grpc.ServerCredentials:
 
 def _lock_root(root: Path) -> IO[Any]:
     root.mkdir(parents=True, exist_ok=True)
-    handle = open(root / ".lock", "w")
+    handle = open(root / ".lock", "w")  # noqa: SIM115 (held open: the flock lives with it)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -97,18 +97,22 @@ def start_server(
     registry: ArtifactRegistry | None = None,
     keyring: Keyring | None = None,
 ) -> HubServer:
-    """Build and start the server; the defaults are SQLite under ``config.root`` and its key folder."""
+    """Build and start the server (default: SQLite under ``config.root``, its key folder)."""
     credentials = server_credentials(config.tls_folder)
     lock = None
     if registry is None:
         registry, lock = _default_registry(config)
-    state = HubState(registry, keyring or DirectoryKeyring(config.site_keys_folder), config.limits.to_limits())
+    state = HubState(
+        registry, keyring or DirectoryKeyring(config.site_keys_folder), config.limits.to_limits()
+    )
     purged = registry.purge_stale(state.clock() - state.limits.upload_ttl_s)
     if purged:
         log.info("purged %d stale staged upload(s)", len(purged))
     message_bytes = max(8 * 2**20, 2 * state.limits.chunk_bytes + 2**20)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max(config.max_workers, state.limits.max_concurrent_uploads + 4)),
+        futures.ThreadPoolExecutor(
+            max_workers=max(config.max_workers, state.limits.max_concurrent_uploads + 4)
+        ),
         options=[
             ("grpc.max_receive_message_length", message_bytes),
             ("grpc.max_send_message_length", message_bytes),

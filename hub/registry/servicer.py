@@ -79,6 +79,7 @@ def _abort(context: grpc.ServicerContext, error: Exception) -> NoReturn:
         context.abort(code, "internal error (see the hub log)")
     log.info("refused with %s: %s", code.name, error)
     context.abort(code, str(error))
+    raise AssertionError("context.abort returned")  # it raises; this tells the type checker
 
 
 def _call(context: grpc.ServicerContext, fn: Callable[[Caller], T]) -> T:
@@ -113,8 +114,12 @@ class HubServicer(pb_grpc.RadshareHubServicer):
     def __init__(self, state: HubState):
         self.state = state
 
-    def _publish(self, requests: Iterable[pb.PublishRequest], context: grpc.ServicerContext,
-                 only_kind: ArtifactKind | None) -> pb.PublishResponse:  # fmt: skip
+    def _publish(
+        self,
+        requests: Iterable[pb.PublishRequest],
+        context: grpc.ServicerContext,
+        only_kind: ArtifactKind | None,
+    ) -> pb.PublishResponse:
         def run(caller: Caller) -> pb.PublishResponse:
             items = serde.publish_items_from_proto(requests)
             result = handlers.publish(caller, items, self.state, only_kind=only_kind)
@@ -129,16 +134,23 @@ class HubServicer(pb_grpc.RadshareHubServicer):
         return self._publish(request_iterator, context, ArtifactKind.GENERATOR)
 
     def GetUploadStatus(self, request, context):
-        return _call(context, lambda caller: serde.upload_status_to_proto(
-            handlers.upload_status(caller, request.artifact_id, self.state)))  # fmt: skip
+        return _call(
+            context,
+            lambda caller: serde.upload_status_to_proto(
+                handlers.upload_status(caller, request.artifact_id, self.state)
+            ),
+        )
 
-    def _list(self, request: pb.ListRequest, context: grpc.ServicerContext,
-              only_kind: ArtifactKind | None) -> pb.ListResponse:  # fmt: skip
+    def _list(
+        self, request: pb.ListRequest, context: grpc.ServicerContext, only_kind: ArtifactKind | None
+    ) -> pb.ListResponse:
         def run(caller: Caller) -> pb.ListResponse:
             kind = serde.kind_from_proto(request.kind)
             if only_kind is not None and kind not in (None, only_kind):
                 raise ArtifactError(f"ListGenerators lists generators, not {kind}")
-            found = handlers.list_artifacts(caller, self.state, kind=only_kind or kind, site_id=request.site_id)
+            found = handlers.list_artifacts(
+                caller, self.state, kind=only_kind or kind, site_id=request.site_id
+            )
             return pb.ListResponse(artifacts=[serde.summary_to_proto(s) for s in found])
 
         return _call(context, run)
@@ -157,8 +169,9 @@ class HubServicer(pb_grpc.RadshareHubServicer):
 
         return _call(context, run)
 
-    def _get(self, request: pb.GetRequest, context: grpc.ServicerContext,
-             only_kind: ArtifactKind | None) -> Iterator[pb.FileChunk]:  # fmt: skip
+    def _get(
+        self, request: pb.GetRequest, context: grpc.ServicerContext, only_kind: ArtifactKind | None
+    ) -> Iterator[pb.FileChunk]:
         def run(caller: Caller) -> Iterator[Any]:
             kind = only_kind or serde.kind_from_proto(request.kind)
             return handlers.get_artifact(caller, self.state, request.artifact_id, kind=kind)

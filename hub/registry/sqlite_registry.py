@@ -16,6 +16,7 @@ serialised by a lock; one server process per root (the server holds a lock file)
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import os
@@ -114,8 +115,12 @@ class SqliteRegistry(ArtifactRegistry):
         folder = self._stage_dir(upload.artifact_id)
         if not folder.is_dir():
             tmp = Path(tempfile.mkdtemp(dir=self.uploads, prefix=".staging-"))
-            meta = {"kind": upload.kind.value, "site_id": upload.site_id,
-                    "declared": upload.declared, "started_at": upload.started_at}  # fmt: skip
+            meta = {
+                "kind": upload.kind.value,
+                "site_id": upload.site_id,
+                "declared": upload.declared,
+                "started_at": upload.started_at,
+            }
             (tmp / "upload.json").write_text(json.dumps(meta))
             (tmp / "manifest.json").write_bytes(upload.manifest_json)
             for name in upload.declared:
@@ -139,8 +144,15 @@ class SqliteRegistry(ArtifactRegistry):
         for name in meta["declared"]:
             part = folder / f"{name}.part"
             received[name] = part.stat().st_size if part.is_file() else 0
-        return StagedUpload(artifact_id, ArtifactKind(meta["kind"]), meta["site_id"], manifest,
-                            meta["declared"], meta["started_at"], received)  # fmt: skip
+        return StagedUpload(
+            artifact_id,
+            ArtifactKind(meta["kind"]),
+            meta["site_id"],
+            manifest,
+            meta["declared"],
+            meta["started_at"],
+            received,
+        )
 
     def append(self, artifact_id: str, file_name: str, offset: int, data: bytes) -> int:
         part = self._part(artifact_id, file_name)
@@ -203,26 +215,38 @@ class SqliteRegistry(ArtifactRegistry):
         with self._transaction() as db:
             db.execute(
                 f"INSERT INTO artifacts ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (s.artifact_id, s.kind.value, s.site_id, s.created, s.published_at, s.size_bytes,
-                 s.radshare_version, record.manifest_json, record.signer_public_key_pem,
-                 record.publisher),
-            )  # fmt: skip
+                (
+                    s.artifact_id,
+                    s.kind.value,
+                    s.site_id,
+                    s.created,
+                    s.published_at,
+                    s.size_bytes,
+                    s.radshare_version,
+                    record.manifest_json,
+                    record.signer_public_key_pem,
+                    record.publisher,
+                ),
+            )
             db.executemany(
-                "INSERT INTO artifact_files (artifact_id, name, sha256, size_bytes) VALUES (?, ?, ?, ?)",
+                "INSERT INTO artifact_files (artifact_id, name, sha256, size_bytes) "
+                "VALUES (?, ?, ?, ?)",
                 [(s.artifact_id, f.name, f.sha256, f.size_bytes) for f in s.files],
             )
 
     def _files(self, db: sqlite3.Connection, artifact_id: str) -> tuple[FileInfo, ...]:
         rows = db.execute(
-            "SELECT name, sha256, size_bytes FROM artifact_files WHERE artifact_id = ? ORDER BY name",
+            "SELECT name, sha256, size_bytes FROM artifact_files "
+            "WHERE artifact_id = ? ORDER BY name",
             (artifact_id,),
         )
         return tuple(FileInfo(*row) for row in rows)
 
     def _record(self, db: sqlite3.Connection, row: tuple) -> ArtifactRecord:
         aid, kind, site, created, published, size, version, manifest, pem, publisher = row
-        summary = ArtifactSummary(aid, ArtifactKind(kind), site, created, published, size,
-                                  self._files(db, aid), version)  # fmt: skip
+        summary = ArtifactSummary(
+            aid, ArtifactKind(kind), site, created, published, size, self._files(db, aid), version
+        )
         return ArtifactRecord(summary, bytes(manifest), bytes(pem), publisher)
 
     def find(self, artifact_id: str) -> ArtifactRecord | None:
@@ -232,12 +256,14 @@ class SqliteRegistry(ArtifactRegistry):
             ).fetchone()
             return None if row is None else self._record(db, row)
 
-    def list(self, kind: ArtifactKind | None = None, site_id: str | None = None) -> list[ArtifactSummary]:
-        query, args = f"SELECT {_COLUMNS} FROM artifacts WHERE 1=1", []
+    def list(
+        self, kind: ArtifactKind | None = None, site_id: str | None = None
+    ) -> list[ArtifactSummary]:
+        query, args = f"SELECT {_COLUMNS} FROM artifacts WHERE 1=1", tuple[str, ...]()
         if kind is not None:
-            query, args = query + " AND kind = ?", [*args, kind.value]
+            query, args = query + " AND kind = ?", (*args, kind.value)
         if site_id:
-            query, args = query + " AND site_id = ?", [*args, site_id]
+            query, args = query + " AND site_id = ?", (*args, site_id)
         with closing(self._connect()) as db:
             rows = db.execute(query + " ORDER BY published_at, artifact_id", args).fetchall()
             return [self._record(db, row).summary for row in rows]
@@ -256,7 +282,7 @@ class SqliteRegistry(ArtifactRegistry):
         with closing(self._connect()) as db:
             return {row[0] for row in db.execute("SELECT DISTINCT sha256 FROM artifact_files")}
 
-    def collect_garbage(self) -> list[str]:
+    def collect_garbage(self) -> builtins.list[str]:
         """Delete blobs no row references (left by a crash between rename and commit)."""
         with self._commit_lock:
             orphans = sorted(self.blobs.names() - self.referenced_blobs())

@@ -65,21 +65,33 @@ class _Strict(BaseModel):
 class AuditSettings(_Strict):
     """What was asked: sample count and seed, SSIM window, thresholds, splits."""
 
-    num_samples: int = Field(500, ge=2, le=1_000_000, description="images drawn from G")
-    sample_seed: int = Field(0, ge=0, description="seed of the generator's sampler")
+    num_samples: int = Field(default=500, ge=2, le=1_000_000, description="images drawn from G")
+    sample_seed: int = Field(default=0, ge=0, description="seed of the generator's sampler")
     ssim_window: Literal["uniform", "gaussian"] = "uniform"
-    near_copy_ssim: float = Field(0.9, gt=0, le=1, description="SSIM that counts as a near copy")
-    max_near_copies: int = Field(0, ge=0, description="near copies tolerated")
-    alpha: float = Field(0.05, gt=0, lt=1, description="family-wise level of the two tests")
-    holdout_split: Literal["test", "val"] = "test"
-    holdout_seed: int = Field(0, ge=0, description="seed of the train subset and permutations")
-    num_permutations: int = Field(9999, ge=99, le=1_000_000, description="patient relabellings")
-    reference_samples: int = Field(
-        200, ge=0, description="holdout images compared with train as a real-vs-real baseline"
+    near_copy_ssim: float = Field(
+        default=0.9, gt=0, le=1, description="SSIM that counts as a near copy"
     )
-    histogram_bins: int = Field(40, ge=1, le=MAX_HISTOGRAM_BINS)
-    panel_samples: int = Field(32, ge=0, description="samples in the site-local image panel")
-    panel_neighbours: int = Field(3, ge=1, le=16, description="train neighbours per panel row")
+    max_near_copies: int = Field(default=0, ge=0, description="near copies tolerated")
+    alpha: float = Field(default=0.05, gt=0, lt=1, description="family-wise level of the two tests")
+    holdout_split: Literal["test", "val"] = "test"
+    holdout_seed: int = Field(
+        default=0, ge=0, description="seed of the train subset and permutations"
+    )
+    num_permutations: int = Field(
+        default=9999, ge=99, le=1_000_000, description="patient relabellings"
+    )
+    reference_samples: int = Field(
+        default=200,
+        ge=0,
+        description="holdout images compared with train as a real-vs-real baseline",
+    )
+    histogram_bins: int = Field(default=40, ge=1, le=MAX_HISTOGRAM_BINS)
+    panel_samples: int = Field(
+        default=32, ge=0, description="samples in the site-local image panel"
+    )
+    panel_neighbours: int = Field(
+        default=3, ge=1, le=16, description="train neighbours per panel row"
+    )
 
 
 class Histogram(_Strict):
@@ -130,7 +142,7 @@ class NearestSplitTest(_Strict):
     distance_p05_train: float
     distance_p05_holdout: float
     reference_distance_p05: float | None = Field(
-        None, description="5th percentile of real holdout-to-train distances"
+        default=None, description="5th percentile of real holdout-to-train distances"
     )
 
     @model_validator(mode="after")
@@ -165,7 +177,7 @@ class AuditSummary(_Strict):
     best_ssim_mean: float
     near_copy_count: int = Field(ge=0)
     reference_best_ssim_quantiles: dict[str, float] | None = Field(
-        None, description="the same for real holdout images against train (baseline)"
+        default=None, description="the same for real holdout images against train (baseline)"
     )
     ssim_test: NearestSplitTest
     feature_test: NearestSplitTest | None = None

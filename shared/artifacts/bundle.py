@@ -139,14 +139,18 @@ def _tensor_info(name: str, entry: Any, where: str) -> tuple[TensorInfo, int, in
         raise UnsafeArtifactError(f"{where}: tensor {name!r} has unknown dtype {dtype!r}")
     if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
         raise UnsafeArtifactError(f"{where}: tensor {name!r} has a bad shape {shape!r}")
-    if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+    if not (
+        isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
+    ):
         raise UnsafeArtifactError(f"{where}: tensor {name!r} has bad data_offsets {offsets!r}")
     numel = 1
     for dim in shape:
         numel *= dim
     begin, end = offsets
     if end - begin != numel * _DTYPE_BYTES[dtype]:
-        raise UnsafeArtifactError(f"{where}: tensor {name!r} spans {end - begin} bytes, not {shape}")
+        raise UnsafeArtifactError(
+            f"{where}: tensor {name!r} spans {end - begin} bytes, not {shape}"
+        )
     return TensorInfo(dtype, tuple(shape)), begin, end
 
 
@@ -300,7 +304,9 @@ def write_bundle(
     body.pop(SIGNATURE_FIELD, None)
     model = parse_manifest(body, where=f"{out_dir}/{MANIFEST_FILE}")
     body = model.model_dump(mode="json", exclude={SIGNATURE_FIELD})
-    signed = SignedManifest(raw={**body, SIGNATURE_FIELD: sign_body(body, private_key).model_dump()}, model=model)
+    signed = SignedManifest(
+        raw={**body, SIGNATURE_FIELD: sign_body(body, private_key).model_dump()}, model=model
+    )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
     try:
@@ -329,7 +335,9 @@ def write_generator_bundle(
 
     fields = {**fields, "kind": ArtifactKind.GENERATOR.value}
     out_dir = Path(out_dir)
-    with tempfile.TemporaryDirectory(dir=out_dir.parent if out_dir.parent.exists() else None) as tmp:
+    with tempfile.TemporaryDirectory(
+        dir=out_dir.parent if out_dir.parent.exists() else None
+    ) as tmp:
         weights = Path(tmp) / GENERATOR_FILE
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
         save_file(tensors, str(weights), metadata={"format": "pt"})
@@ -359,7 +367,9 @@ def _verify_files(bundle_dir: Path, signed: SignedManifest) -> dict[str, bytes]:
     return {name: _check_file(bundle_dir / name, name, signed.model) for name in signed.model.files}
 
 
-def _resolve_key(bundle_dir: Path, public_key: Ed25519PublicKey | Path | bytes | None) -> Ed25519PublicKey:
+def _resolve_key(
+    bundle_dir: Path, public_key: Ed25519PublicKey | Path | bytes | None
+) -> Ed25519PublicKey:
     if isinstance(public_key, Ed25519PublicKey):
         return public_key
     if public_key is not None:
@@ -367,7 +377,8 @@ def _resolve_key(bundle_dir: Path, public_key: Ed25519PublicKey | Path | bytes |
     signer = bundle_dir / SIGNER_KEY_FILE
     if not signer.is_file():
         raise SignatureError(
-            f"{bundle_dir}: no public key given and no {SIGNER_KEY_FILE}; cannot verify the signature"
+            f"{bundle_dir}: no public key given and no {SIGNER_KEY_FILE}; "
+            "cannot verify the signature"
         )
     return load_public_key(signer)
 

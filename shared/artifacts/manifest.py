@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from shared.artifacts.records import ArtifactKind
 from shared.artifacts.signing import Signature
-from shared.errors import ArtifactError
+from shared.errors import ArtifactError, LabelError
 from shared.labels import NIH_LABELS, validate_labels
 from shared.networks.generator import GeneratorConfig
 
@@ -59,6 +59,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def _check_labels(labels: Any) -> None:
+    """validate_labels, as the ValueError pydantic turns into a field error."""
+    try:
+        validate_labels(labels)
+    except LabelError as error:
+        raise ValueError(str(error)) from None
+
+
 class FileEntry(_Strict):
     """One file of a bundle: its sha256 and size."""
 
@@ -84,7 +92,9 @@ class BundleManifest(_Strict):
     @classmethod
     def _known_version(cls, value: int) -> int:
         if value != SCHEMA_VERSION:
-            raise ValueError(f"schema_version {value} is not supported (this code reads {SCHEMA_VERSION})")
+            raise ValueError(
+                f"schema_version {value} is not supported (this code reads {SCHEMA_VERSION})"
+            )
         return value
 
     @field_validator("created")
@@ -150,7 +160,7 @@ class DataSummary(_Strict):
     @field_validator("counts_per_label")
     @classmethod
     def _known_labels(cls, value: dict[str, int]) -> dict[str, int]:
-        validate_labels(value, where="data.counts_per_label")
+        _check_labels(value)
         for label, count in value.items():
             if count < 0:
                 raise ValueError(f"counts_per_label[{label!r}] must be >= 0, got {count}")
@@ -208,7 +218,7 @@ class GeneratorManifest(BundleManifest):
             )
         if self.z_dim != cfg.z_dim:
             raise ValueError(f"z_dim {self.z_dim} != generator_config.z_dim {cfg.z_dim}")
-        validate_labels(self.label_space, where="label_space")
+        _check_labels(self.label_space)
         unknown = sorted(set(self.data.counts_per_label) - set(self.label_space))
         if unknown:
             raise ValueError(f"data.counts_per_label has labels outside label_space: {unknown}")

@@ -61,7 +61,9 @@ class Signature(BaseModel):
 def canonical_json(obj: Any) -> bytes:
     """Serialise ``obj`` canonically: sorted keys, compact, ASCII, finite numbers only."""
     try:
-        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+        text = json.dumps(
+            obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+        )
     except ValueError as error:
         raise ArtifactError(f"cannot serialise canonically: {error}") from error
     return text.encode("ascii")
@@ -179,7 +181,9 @@ def load_public_key(source: Path | bytes, *, where: str | None = None) -> Ed2551
 def sign_body(manifest: Mapping[str, Any], private_key: Ed25519PrivateKey) -> Signature:
     """Sign the canonical body of ``manifest`` (its signature field, if any, is ignored)."""
     value = private_key.sign(canonical_json(_body(manifest)))
-    return Signature(key_id=key_id(private_key.public_key()), value=base64.b64encode(value).decode())
+    return Signature(
+        key_id=key_id(private_key.public_key()), value=base64.b64encode(value).decode()
+    )
 
 
 def verify_body(

@@ -26,7 +26,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import Protocol, TypeAlias
 
 import numpy as np
 import torch
@@ -59,8 +59,13 @@ class ImageArray(Protocol):
     def __len__(self) -> int: ...
 
 
-class Neighbours(NamedTuple):
-    """Top-k neighbours per query, best first: ``similarity`` float64 and ``index`` int64 ``[Q, k]``.
+#: Images the search accepts: a tensor, a numpy array or memmap, anything array-like.
+Images: TypeAlias = ImageArray | torch.Tensor | np.ndarray
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """Top-k neighbours per query, best first: ``similarity`` and ``index``, both ``[Q, k]``.
 
     ``index`` addresses the ``reals`` array that was searched (its row numbers, also
     when ``rows`` restricted the search to a subset).
@@ -110,7 +115,7 @@ class SearchCounters:
     extra: dict[str, float] = field(default_factory=dict)
 
 
-def _rows_of(reals: ImageArray, rows: np.ndarray | None) -> np.ndarray:
+def _rows_of(reals: Images, rows: np.ndarray | None) -> np.ndarray:
     if rows is None:
         return np.arange(len(reals))
     rows = np.asarray(rows, dtype=np.int64)
@@ -119,7 +124,7 @@ def _rows_of(reals: ImageArray, rows: np.ndarray | None) -> np.ndarray:
     return rows
 
 
-def _read(reals: ImageArray | torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+def _read(reals: Images, rows: np.ndarray) -> torch.Tensor:
     """Images ``reals[rows]`` as a tensor (contiguous rows as one slice: a memmap reads fastest)."""
     if rows.size and rows[-1] - rows[0] == rows.size - 1 and np.all(np.diff(rows) == 1):
         return _as_tensor(reals[int(rows[0]) : int(rows[-1]) + 1])
@@ -131,8 +136,10 @@ def _read(reals: ImageArray | torch.Tensor, rows: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images)
 
 
-def _as_tensor(images: ImageArray | torch.Tensor) -> torch.Tensor:
-    return images if torch.is_tensor(images) else torch.from_numpy(np.ascontiguousarray(images))
+def _as_tensor(images: Images) -> torch.Tensor:
+    if isinstance(images, torch.Tensor):
+        return images
+    return torch.from_numpy(np.array(images))  # a copy: memmaps are read-only
 
 
 def _block_shape(num_queries: int, num_reals: int, image_px: int, block_px: int) -> tuple[int, int]:
@@ -180,8 +187,8 @@ def _check_k(k: int, num_reals: int) -> None:
 
 
 def exhaustive_topk(
-    queries: ImageArray | torch.Tensor,
-    reals: ImageArray | torch.Tensor,
+    queries: Images,
+    reals: Images,
     k: int,
     settings: SSIMSettings | None = None,
     *,
@@ -221,17 +228,17 @@ def exhaustive_topk(
         results.append(Neighbours(best.similarity.cpu(), best.index.cpu()))
     counters.seconds += time.perf_counter() - started
     log.debug("exhaustive top-%d: %d pairs in %.2f s", k, counters.num_pairs, counters.seconds)
-    return Neighbours(*(torch.cat(parts) for parts in zip(*results, strict=True)))
+    return _concat(results)
 
 
 def _stats(
-    images: ImageArray | torch.Tensor,
+    images: Images,
     settings: SSIMSettings,
     options: SearchOptions,
     counters: SearchCounters,
 ) -> WindowStats:
     counters.num_stats += len(images)
-    return window_stats(images, settings, dtype=options.dtype, device=options.device)
+    return window_stats(_as_tensor(images), settings, dtype=options.dtype, device=options.device)
 
 
 def _correlation_features(images: torch.Tensor, size_px: int) -> torch.Tensor:
@@ -248,8 +255,8 @@ def _correlation_features(images: torch.Tensor, size_px: int) -> torch.Tensor:
 
 
 def correlation_candidates(
-    queries: ImageArray | torch.Tensor,
-    reals: ImageArray | torch.Tensor,
+    queries: Images,
+    reals: Images,
     num_candidates: int,
     *,
     size_px: int = 32,
@@ -275,8 +282,8 @@ def correlation_candidates(
 
 
 def prefiltered_topk(
-    queries: ImageArray | torch.Tensor,
-    reals: ImageArray | torch.Tensor,
+    queries: Images,
+    reals: Images,
     k: int,
     settings: SSIMSettings | None = None,
     *,
@@ -314,11 +321,20 @@ def prefiltered_topk(
             best = _merge_topk(None, similarity, block[i : i + 1].to(similarity.device), k)
             results.append(Neighbours(best.similarity.cpu(), best.index.cpu()))
     counters.seconds += time.perf_counter() - started
-    return Neighbours(*(torch.cat(parts) for parts in zip(*results, strict=True)))
+    return _concat(results)
+
+
+def _concat(parts: list[Neighbours]) -> Neighbours:
+    return Neighbours(
+        torch.cat([part.similarity for part in parts]), torch.cat([part.index for part in parts])
+    )
 
 
 def topk_recall(exact: Neighbours, approximate: Neighbours) -> float:
-    """Fraction of the exact top-k indices that the approximate top-k also found (mean over queries)."""
+    """Fraction of the exact top-k indices that the approximate top-k also found.
+
+    Counted over all queries: ``sum_i |exact_i ∩ approx_i| / (Q k)``.
+    """
     if exact.index.shape != approximate.index.shape:
         raise DataError(f"top-k shapes differ: {exact.index.shape} vs {approximate.index.shape}")
     exact_idx, approx_idx = exact.index.numpy(), approximate.index.numpy()

@@ -1,4 +1,4 @@
-"""Structural similarity (SSIM), batched in torch, matching ``skimage.metrics.structural_similarity``.
+"""Structural similarity (SSIM), batched torch, as ``skimage.metrics.structural_similarity``.
 
 For two images ``x`` and ``y`` and every window position (Wang et al. 2004, eq. 13)::
 
@@ -40,7 +40,6 @@ from enum import StrEnum
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from shared.errors import ConfigError, DataError
 
@@ -94,7 +93,7 @@ class SSIMSettings:
             default for ``uniform`` (True) and Wang et al.'s for ``gaussian`` (False).
     """
 
-    window: SSIMWindow = SSIMWindow.UNIFORM
+    window: SSIMWindow | str = SSIMWindow.UNIFORM
     win_size: int | None = None
     sigma: float = 1.5
     data_range: float | None = None
@@ -164,7 +163,7 @@ class WindowStats:
     def __len__(self) -> int:
         return int(self.centred.shape[0])
 
-    def select(self, rows: torch.Tensor) -> WindowStats:
+    def select(self, rows: torch.Tensor | slice) -> WindowStats:
         """The statistics of ``rows`` only (a view for slices, a copy for index tensors)."""
         return WindowStats(
             self.centred[rows],
@@ -197,7 +196,9 @@ def _data_range(batch: torch.Tensor, settings: SSIMSettings) -> float:
     raise ConfigError(f"data_range is required for {batch.dtype} images (255 is implied for uint8)")
 
 
-def filter_valid(images: torch.Tensor, settings: SSIMSettings, kernel: torch.Tensor) -> torch.Tensor:
+def filter_valid(
+    images: torch.Tensor, settings: SSIMSettings, kernel: torch.Tensor
+) -> torch.Tensor:
     """Window filter over the valid region: ``[..., H, W] -> [..., H-w+1, W-w+1]``.
 
     Separable, as scipy.ndimage: box sums through ``unfold`` for the uniform window,
@@ -227,7 +228,7 @@ def window_stats(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
 ) -> WindowStats:
-    """Local means and variances of every image, for :func:`ssim_from_stats` / :func:`pairwise_ssim`.
+    """Local means and variances of every image, for :func:`ssim_from_stats` and friends.
 
     Args:
         images: ``[N, H, W]`` or ``[N, 1, H, W]``; uint8, or float with ``settings.data_range``.
@@ -267,7 +268,11 @@ def _ssim_map(a: WindowStats, b: WindowStats, cross: torch.Tensor) -> torch.Tens
     # (2 sigma_xy + C2), with sigma_xy = cov_norm (filter(x y) - mu_x mu_y) on centred images.
     ssim = cross.mul_(2 * cov_norm).addcmul_(a.mean_centred, b.mean_centred, value=-2 * cov_norm)
     ssim.add_(c2)
-    ssim.mul_(torch.addcmul(torch.tensor(c1, dtype=cross.dtype, device=cross.device), a.mean, b.mean, value=2))
+    ssim.mul_(
+        torch.addcmul(
+            torch.tensor(c1, dtype=cross.dtype, device=cross.device), a.mean, b.mean, value=2
+        )
+    )
     luminance_den = (a.mean * a.mean + c1 / 2) + (b.mean * b.mean + c1 / 2)
     contrast_den = (a.var + c2 / 2) + (b.var + c2 / 2)
     return ssim.div_(luminance_den.mul_(contrast_den))
@@ -291,7 +296,7 @@ def _outer(a: WindowStats, b: WindowStats) -> tuple[WindowStats, WindowStats]:
 
 
 def ssim_from_stats(a: WindowStats, b: WindowStats, *, full: bool = False) -> torch.Tensor:
-    """SSIM of pairs ``(a[i], b[i])`` (``b`` may have one image): ``[N]``, or the maps if ``full``."""
+    """SSIM of pairs ``(a[i], b[i])`` (``b`` may hold one image): ``[N]``, or maps if ``full``."""
     _check_compatible(a, b)
     cross = filter_valid(a.centred * b.centred, a.settings, a.kernel)
     ssim = _ssim_map(a, b, cross)
@@ -369,9 +374,7 @@ class SSIM:
     def __init__(self, settings: SSIMSettings | None = None, **options: object) -> None:
         self.settings = settings or SSIMSettings(**options)  # type: ignore[arg-type]
 
-    def __call__(
-        self, x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray
-    ) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray) -> torch.Tensor:
         return compute_ssim(x, y, self.settings)
 
     def __repr__(self) -> str:

@@ -69,7 +69,10 @@ def summary_to_proto(summary: ArtifactSummary) -> pb.ArtifactSummary:
         created=summary.created,
         published_at=summary.published_at,
         size_bytes=summary.size_bytes,
-        files=[pb.FileInfo(name=f.name, sha256=f.sha256, size_bytes=f.size_bytes) for f in summary.files],
+        files=[
+            pb.FileInfo(name=f.name, sha256=f.sha256, size_bytes=f.size_bytes)
+            for f in summary.files
+        ],
         radshare_version=summary.radshare_version,
     )
 
@@ -126,7 +129,9 @@ def publish_result_from_proto(message: pb.PublishResponse) -> PublishResult:
 
 
 def upload_status_to_proto(status: UploadStatus) -> pb.UploadStatusResponse:
-    received = [pb.FileOffset(file_name=k, size_bytes=v) for k, v in sorted(status.received.items())]
+    received = [
+        pb.FileOffset(file_name=k, size_bytes=v) for k, v in sorted(status.received.items())
+    ]
     return pb.UploadStatusResponse(
         artifact_id=status.artifact_id, committed=status.committed, received=received
     )

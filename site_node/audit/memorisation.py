@@ -67,10 +67,11 @@ __all__ = [
 
 log = logging.getLogger("radshare.site.audit")
 
-#: ``sample(n, seed)``: n generated images, uint8 ``[n, R, R]`` or float in [-1, 1] ``[n, 1, R, R]``.
+#: ``sample(n, seed)``: n images, uint8 ``[n, R, R]`` or float in [-1, 1] ``[n, 1, R, R]``.
 Sampler = Callable[[int, int], "np.ndarray | torch.Tensor"]
 #: ``embed(images_uint8 [N, R, R]) -> [N, D]`` features.
 Embedder = Callable[[np.ndarray], "np.ndarray | torch.Tensor"]
+
 
 class ImageCache(Protocol):
     """What the audit reads from a site cache (``site_node.data.cache.SiteCache``)."""
@@ -95,7 +96,9 @@ def images_to_uint8(images: np.ndarray | torch.Tensor) -> np.ndarray:
     if array.ndim == 4 and array.shape[1] == 1:
         array = array[:, 0]
     if array.ndim != 3 or array.shape[1] != array.shape[2]:
-        raise AuditError(f"sampler returned shape {array.shape}; expected [N, R, R] or [N, 1, R, R]")
+        raise AuditError(
+            f"sampler returned shape {array.shape}; expected [N, R, R] or [N, 1, R, R]"
+        )
     if array.dtype == np.uint8:
         return array
     if not np.issubdtype(array.dtype, np.floating) or not np.isfinite(array).all():
@@ -128,6 +131,16 @@ def labeller_embedder(labeller: torch.nn.Module, *, batch_size: int = 128) -> Em
     return embed
 
 
+def _embed_rows(embed: Embedder, reals: np.ndarray, rows: np.ndarray) -> torch.Tensor:
+    """Unit-norm features of ``reals[rows]``, read 2,048 images at a time."""
+    return torch.cat(
+        [
+            _unit_rows(embed(reals[rows[start : start + 2048]]))
+            for start in range(0, rows.size, 2048)
+        ]
+    )
+
+
 def _unit_rows(features: np.ndarray | torch.Tensor) -> torch.Tensor:
     rows = torch.as_tensor(np.asarray(features), dtype=torch.float64)
     if rows.ndim != 2:
@@ -145,7 +158,10 @@ def nearest_cosine(queries: torch.Tensor, reals: torch.Tensor) -> tuple[np.ndarr
     for start in range(0, len(reals), 4096):
         chunk_best, chunk_where = (queries @ reals[start : start + 4096].T).max(dim=1)
         better = chunk_best > best
-        best, where = torch.where(better, chunk_best, best), torch.where(better, chunk_where + start, where)
+        best, where = (
+            torch.where(better, chunk_best, best),
+            torch.where(better, chunk_where + start, where),
+        )
     return (1.0 - best).numpy(), where.numpy()
 
 
@@ -159,10 +175,10 @@ def patient_matched_subsets(
     """
     rng = np.random.default_rng(seed)
     smaller, larger = sorted((holdout_rows, train_rows), key=lambda rows: rows.size)
-    order = rng.permutation(np.unique(patients[larger]))
-    per_patient = np.array([np.sum(patients[larger] == p) for p in order])
-    keep = order[: int(np.searchsorted(np.cumsum(per_patient), smaller.size)) + 1]
-    subset = np.sort(larger[np.isin(patients[larger], keep)])
+    codes, images_per_patient = np.unique(patients[larger], return_counts=True)
+    order = rng.permutation(codes.size)
+    enough = int(np.searchsorted(np.cumsum(images_per_patient[order]), smaller.size)) + 1
+    subset = np.sort(larger[np.isin(patients[larger], codes[order[:enough]])])
     return (subset, smaller) if larger is train_rows else (smaller, subset)
 
 
@@ -222,18 +238,21 @@ def _audit_sets(cache: ImageCache, settings: AuditSettings) -> _AuditSets:
 def _split_test(
     sets: _AuditSets,
     settings: AuditSettings,
-    neighbours: SplitNeighbours,
+    neighbours: tuple[SplitNeighbours, SplitNeighbours],
     reference_distance: np.ndarray | None,
     *,
     space: str,
     distance: str,
 ) -> NearestSplitTest:
+    equal, pooled = neighbours
+    holdout_patients = sets.patients[sets.holdout]
     return nearest_split_test(
-        neighbours,
+        equal,
+        pooled,
         space=space,
         distance=distance,
-        train_patients=sets.patients[sets.train_subset],
-        holdout_patients=sets.patients[sets.holdout],
+        subset_patients=(sets.patients[sets.train_subset], holdout_patients),
+        split_patients=(sets.patients[sets.train], holdout_patients),
         num_permutations=settings.num_permutations,
         seed=settings.holdout_seed,
         reference_distance=reference_distance,
@@ -244,26 +263,23 @@ def _feature_test(
     embed: Embedder, embed_name: str, samples: np.ndarray, reals: np.ndarray,
     sets: _AuditSets, settings: AuditSettings,
 ) -> NearestSplitTest:  # fmt: skip
-    """Train-vs-holdout test on cosine distances in ``embed``'s space, with a real baseline."""
-    f_samples, f_train, f_holdout = (
-        _unit_rows(embed(images))
-        for images in (samples, reals[sets.train_subset], reals[sets.holdout])
+    """Train-vs-holdout tests on cosine distances in ``embed``'s space, with a real baseline."""
+    f_samples = _unit_rows(embed(samples))
+    f_train, f_holdout = (_embed_rows(embed, reals, rows) for rows in (sets.train, sets.holdout))
+    subset_mask = torch.as_tensor(np.isin(sets.train, sets.train_subset))
+    d_subset, at_subset = nearest_cosine(f_samples, f_train[subset_mask])
+    d_train, at_train = nearest_cosine(f_samples, f_train)
+    d_holdout, at_holdout = nearest_cosine(f_samples, f_holdout)
+    holdout = (d_holdout, sets.patients[sets.holdout[at_holdout]])
+    equal = SplitNeighbours(
+        d_subset, d_holdout, sets.patients[sets.train_subset[at_subset]], holdout[1]
     )
-    (d_train, at_train), (d_holdout, at_holdout) = (
-        nearest_cosine(f_samples, f_train),
-        nearest_cosine(f_samples, f_holdout),
-    )
+    pooled = SplitNeighbours(d_train, d_holdout, sets.patients[sets.train[at_train]], holdout[1])
     reference = None
     if sets.reference.size:
-        reference = nearest_cosine(_unit_rows(embed(reals[sets.reference])), f_train)[0]
-    neighbours = SplitNeighbours(
-        d_train,
-        d_holdout,
-        sets.patients[sets.train_subset[at_train]],
-        sets.patients[sets.holdout[at_holdout]],
-    )
+        reference = nearest_cosine(_embed_rows(embed, reals, sets.reference), f_train)[0]
     return _split_test(
-        sets, settings, neighbours, reference, space=f"feature:{embed_name}", distance="cosine"
+        sets, settings, (equal, pooled), reference, space=f"feature:{embed_name}", distance="cosine"
     )
 
 
@@ -312,18 +328,22 @@ def run_memorisation_audit(
     # Each sample's nearest training images, over the whole training split.
     train_neighbours = search(samples, sets.train, min(settings.panel_neighbours, sets.train.size))
     best_ssim = _best(train_neighbours)
-    reference_best = _best(search(reals[sets.reference], sets.train)) if sets.reference.size else None
+    reference_best = (
+        _best(search(reals[sets.reference], sets.train)) if sets.reference.size else None
+    )
     # Train subset versus holdout, whole patients, in SSIM and in a feature space.
     near_train, near_holdout = search(samples, sets.train_subset), search(samples, sets.holdout)
-    ssim_neighbours = SplitNeighbours(
-        1.0 - _best(near_train),
-        1.0 - _best(near_holdout),
-        sets.patients[near_train.index[:, 0].numpy()],
-        sets.patients[near_holdout.index[:, 0].numpy()],
-    )
+    holdout_patients = sets.patients[near_holdout.index[:, 0].numpy()]
+    equal, pooled = (
+        SplitNeighbours(
+            1.0 - _best(near), 1.0 - _best(near_holdout),
+            sets.patients[near.index[:, 0].numpy()], holdout_patients,
+        )
+        for near in (near_train, train_neighbours)
+    )  # fmt: skip
     reference_distance = None if reference_best is None else 1.0 - reference_best
     ssim_test = _split_test(
-        sets, settings, ssim_neighbours, reference_distance, space="ssim", distance="1 - SSIM"
+        sets, settings, (equal, pooled), reference_distance, space="ssim", distance="1 - SSIM"
     )
     feature_test = _feature_test(
         embed or fixed_embedding,
@@ -345,7 +365,9 @@ def run_memorisation_audit(
         best_ssim_quantiles=quantile_dict(best_ssim),
         best_ssim_mean=float(best_ssim.mean()),
         near_copy_count=near_copy_count,
-        reference_best_ssim_quantiles=None if reference_best is None else quantile_dict(reference_best),
+        reference_best_ssim_quantiles=None
+        if reference_best is None
+        else quantile_dict(reference_best),
         ssim_test=ssim_test,
         feature_test=feature_test,
         seconds=time.perf_counter() - started,

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from shared.errors import ConfigError
-from shared.labels import CHEXPERT_TO_NIH
+from shared.labels import CHEXPERT_TO_NIH, NIH_LABELS
 from site_node.data.records import LabelRecord, RowRejectedError, normalise_view
 from site_node.data.report import IssueCategory
 
@@ -162,5 +162,5 @@ def parse_chexpert_row(
         patient_id=patient.group(1),
         follow_up=int(study.group(1)) - 1 if study else None,
         view=_chexpert_view(fields),
-        labels=tuple(sorted(nih_labels)),
+        labels=tuple(name for name in NIH_LABELS if name in nih_labels),
     )

@@ -95,8 +95,13 @@ def _dicom_grey(ds: pydicom.Dataset) -> np.ndarray:
     values = apply_modality_lut(stored, ds)
     if not _has_voi(ds):
         return _min_max(values)
+    if "VOILUTSequence" in ds:  # a LUT (preferred over a window, as pydicom does) indexes by int
+        values = np.rint(values).astype(np.int64)
+        probe = np.array([np.iinfo(np.int32).min, np.iinfo(np.int32).max], np.int64)
+    else:
+        probe = np.array([-(2.0**40), 2.0**40])
     windowed = apply_voi_lut(values, ds)
-    low, high = apply_voi_lut(np.array([-(2.0**40), 2.0**40]), ds).astype(np.float64)
+    low, high = apply_voi_lut(probe, ds).astype(np.float64)
     if not high > low:
         return _min_max(windowed)
     return _linear_range(windowed, float(low), float(high))

@@ -26,13 +26,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,6 +44,7 @@ from site_node.data.cache import CacheManifest, write_cache
 from site_node.data.chexpert import UncertaintyPolicy
 from site_node.data.images import decode_image_bytes
 from site_node.data.layouts import IMAGE_COLUMN, LabelTable, Layout, read_label_table
+from site_node.data.locate import ImageLocator
 from site_node.data.preprocess import build_pyramid, resolution_ladder
 from site_node.data.records import LabelRecord, RowRejectedError, is_frontal
 from site_node.data.report import (
@@ -62,7 +62,7 @@ from site_node.data.split import (
     split_summary,
 )
 
-__all__ = ["ImageLocator", "IngestOptions", "IngestResult", "ingest"]
+__all__ = ["IngestOptions", "IngestResult", "ingest"]
 
 logger = logging.getLogger("radshare.site.ingest")
 
@@ -99,6 +99,8 @@ class IngestOptions:
 
     def __post_init__(self) -> None:
         resolution_ladder(self.max_resolution_px)
+        if self.seed < 0:
+            raise ConfigError(f"--seed: {self.seed} must be >= 0")
         object.__setattr__(self, "split_fractions", parse_fractions(self.split_fractions))
         if not _SITE_ID_RE.match(self.site_id):
             raise ConfigError(
@@ -140,45 +142,6 @@ class IngestResult:
     def counts(self) -> IngestCounts:
         """rows_read / kept / rejected (they add up)."""
         return self.report.counts
-
-
-class ImageLocator:
-    """Finds the file a CSV row names under the images folder.
-
-    Tried in order: ``images_dir / ref``; the same without its first folder (CheXpert
-    paths start with the dataset folder, e.g. ``CheXpert-v1.0-small/train/...``); and
-    for a bare file name, a unique file of that name anywhere below ``images_dir``
-    (NIH ships ``images_001/images/...``; the folder is walked once, on first need).
-    """
-
-    def __init__(self, images_dir: Path):
-        self.root = Path(images_dir)
-        self._by_name: dict[str, list[Path]] | None = None
-
-    def _index(self) -> dict[str, list[Path]]:
-        if self._by_name is None:
-            self._by_name = {}
-            for folder, _dirs, files in os.walk(self.root):
-                for name in files:
-                    self._by_name.setdefault(name, []).append(Path(folder) / name)
-        return self._by_name
-
-    def locate(self, image_ref: str) -> Path:
-        """The file for ``image_ref``; RowRejectedError(missing_file) naming what was tried."""
-        ref = PurePosixPath(image_ref.replace("\\", "/"))
-        candidates = [self.root / ref]
-        if len(ref.parts) > 1:
-            candidates.append(self.root.joinpath(*ref.parts[1:]))
-        for candidate in candidates:
-            if candidate.is_file():
-                return candidate
-        matches = self._index().get(ref.name, []) if len(ref.parts) == 1 else []
-        if len(matches) == 1:
-            return matches[0]
-        reason = f"no such file under {self.root}"
-        if len(matches) > 1:
-            reason = f"{len(matches)} files of that name under {self.root}: ambiguous"
-        raise RowRejectedError(IssueCategory.MISSING_FILE, "", "", reason)
 
 
 @dataclass(frozen=True)
@@ -278,13 +241,16 @@ def _prepare_out_dir(out_dir: Path, force: bool) -> None:
 def _issue(
     file: str | Path, record: LabelRecord, rejected: RowRejectedError, image_field: str
 ) -> Issue:
-    """An image-stage issue; field and value default to the row's image column and path."""
+    """An image-stage issue; without a field of its own it names the row's image column."""
+    field_name, value = rejected.field, rejected.value
+    if not field_name:
+        field_name, value = image_field, record.image_ref
     return Issue(
         category=rejected.category,
         file=str(file),
         row=record.line,
-        field=rejected.field or image_field,
-        value=rejected.value or (record.image_ref if not rejected.field else ""),
+        field=field_name,
+        value=value,
         reason=rejected.reason,
     )
 

@@ -259,4 +259,10 @@ def read_label_table(
             table.records.append(record)
         except RowRejectedError as rejected:
             table.issues.append(_issue(table, line, rejected))
+    unlabelled = sum(1 for record in table.records if not record.labels)
+    if unlabelled:
+        table.notes.append(
+            f"{unlabelled} row(s) carry no NIH label (their findings have no NIH counterpart); "
+            "they are kept with an all-zero label vector"
+        )
     return table

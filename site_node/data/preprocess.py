@@ -4,9 +4,9 @@ Each image is decoded once. :func:`build_pyramid` pads it to a square with zeros
 (centred; an odd remainder goes to the bottom/right), resizes it once to the largest
 resolution with Pillow's Lanczos filter on float32 data (Pillow widens the kernel by
 the scale factor when shrinking, so this is an antialiasing filter; it is also what
-made the team's sample data), clips the filter's ringing to [0, 255], then halves it repeatedly with 2×2 area
-averaging down to 4 px. Every level is computed in float32 and rounded to uint8 on its own, so
-rounding errors do not accumulate down the ladder.
+made the team's sample data), clips the filter's ringing to [0, 255], then halves it
+repeatedly with 2×2 area averaging down to 4 px. Every level is computed in float32
+and rounded to uint8 on its own, so rounding errors do not accumulate down the ladder.
 """
 
 from __future__ import annotations

@@ -191,9 +191,11 @@ def render_markdown(report: IngestReport) -> str:
         f"- rows read {counts.rows_read} = kept {counts.kept} + rejected {counts.rejected}",
         "",
     ]
-    lines += _md_table(
-        ["rejected because", "rows"], ([k, v] for k, v in counts.rejected_by_category.items())
-    )
+    if counts.rejected_by_category:
+        by_category = counts.rejected_by_category.items()
+        lines += _md_table(["rejected because", "rows"], ([k, v] for k, v in by_category))
+    else:
+        lines.append("No row was rejected.")
     if report.notes:
         lines += ["", "## Notes", "", *(f"- {note}" for note in report.notes)]
     if report.split is not None:

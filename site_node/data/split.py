@@ -19,8 +19,11 @@ remaining demand of split ``j`` (initially ``fraction_j · T_k``):
    demand of a rare label it has once).
 3. Repeat until no label remains; unlabelled patients go by the same rule.
 4. Refine: move single patients between splits while the move lowers
-   ``Σ_j [Σ_l (p_jl − p_l)² + L · ((n_j − fraction_j · N) / N)²]`` (``p_jl``: share of
-   split ``j``'s ``n_j`` images carrying label ``l``; ``L`` labels), at most 20 passes.
+   ``Σ_j [Σ_l (p_jl − p_l)² / p_l + L · ((n_j − fraction_j · N) / N)²]`` (``p_jl``:
+   share of split ``j``'s ``n_j`` images carrying label ``l``, ``p_l`` over all images;
+   ``L`` labels), at most 20 passes. Dividing by ``p_l`` (a Pearson χ²-like weight)
+   makes a rare label missing from a split cost what it should: on site A it lowers
+   both the worst absolute share deviation and the number of labels absent from a split.
 
 Patients are sorted by id before the seeded shuffle, so the split depends only on
 the data and the seed, not on row order. Splits with fraction 0 receive nobody.
@@ -121,14 +124,16 @@ class _Objective:
 
     def __init__(self, label_counts: np.ndarray, image_counts: np.ndarray, fractions: np.ndarray):
         total_images = image_counts.sum()
-        self.prevalence = label_counts.sum(axis=0) / total_images
+        present = label_counts.sum(axis=0) > 0
+        self.label_counts = label_counts[:, present]
+        self.prevalence = self.label_counts.sum(axis=0) / total_images
         self.size_weight = label_counts.shape[1] / total_images**2
         self.targets = fractions * total_images
 
     def split_cost(self, split: int, counts: np.ndarray, images: float) -> float:
         if images <= 0:
             return float("inf")  # an emptied split is never better
-        share_error = ((counts / images - self.prevalence) ** 2).sum()
+        share_error = ((counts / images - self.prevalence) ** 2 / self.prevalence).sum()
         return float(share_error + self.size_weight * (images - self.targets[split]) ** 2)
 
 
@@ -142,6 +147,7 @@ def _refine(
 ) -> np.ndarray:
     """Move single patients between splits while that lowers the objective (step 4)."""
     objective = _Objective(label_counts, image_counts, fractions)
+    label_counts = objective.label_counts  # labels nobody carries play no part
     splits = np.flatnonzero(fractions > 0)
     counts = np.stack([label_counts[assigned == j].sum(axis=0) for j in range(3)])
     images = np.array([image_counts[assigned == j].sum() for j in range(3)])

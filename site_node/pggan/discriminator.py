@@ -57,7 +57,8 @@ def minibatch_stddev(x: torch.Tensor, group_size: int) -> torch.Tensor:
     """
     n, _, h, w = x.shape
     g = max(d for d in range(1, min(group_size, n) + 1) if n % d == 0)
-    y = x.reshape(g, n // g, *x.shape[1:]).float()
+    y = x.reshape(g, n // g, *x.shape[1:])
+    y = y.float() if y.dtype in (torch.float16, torch.bfloat16) else y
     y = (y - y.mean(dim=0)).square().mean(dim=0)
     y = (y + 1e-8).sqrt().mean(dim=(1, 2, 3))  # [M]
     y = y.to(x.dtype).reshape(1, -1, 1, 1, 1).expand(g, -1, 1, h, w).reshape(n, 1, h, w)

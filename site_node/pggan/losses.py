@@ -35,6 +35,11 @@ ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 InputGrad = Callable[[ScoreFn, torch.Tensor], torch.Tensor]
 
 
+def _full_precision(t: torch.Tensor) -> torch.Tensor:
+    """float32 for half/bfloat16 tensors (autocast); float32/float64 unchanged."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def autograd_input_grad(score_fn: ScoreFn, x: torch.Tensor) -> torch.Tensor:
     """``d sum(score_fn(x)) / dx`` with ``torch.autograd.grad(create_graph=True)``."""
     x = x.detach().requires_grad_(True)
@@ -57,8 +62,8 @@ def gradient_penalty(
 ) -> torch.Tensor:
     """Per-sample ``(||grad D(x_hat)||_2 - 1)^2``, ``[N]``; ``eps_uniform`` is ``[N, 1, 1, 1]``."""
     mixed = real + (fake - real) * eps_uniform
-    grad = input_grad(score_fn, mixed)
-    norm = grad.float().square().sum(dim=(1, 2, 3)).add(1e-12).sqrt()
+    grad = _full_precision(input_grad(score_fn, mixed))
+    norm = grad.square().sum(dim=(1, 2, 3)).add(1e-12).sqrt()  # 1e-12: finite grad at 0
     return (norm - 1.0).square()
 
 
@@ -77,7 +82,7 @@ def critic_loss_terms(
     """Batch means of every term of ``L_D`` and their weighted sum under ``"loss"``."""
 
     def score_fn(images: torch.Tensor) -> torch.Tensor:
-        return D(images, res_log2, alpha).float()
+        return _full_precision(D(images, res_log2, alpha))
 
     real_scores, fake_scores = score_fn(real), score_fn(fake.detach())
     penalty = gradient_penalty(score_fn, real, fake.detach(), eps_uniform, input_grad=input_grad)
@@ -124,4 +129,4 @@ def critic_loss(
 
 def generator_loss(D: nn.Module, fake: torch.Tensor, res_log2: int, alpha: float) -> torch.Tensor:
     """``L_G = -E[D(fake)]``."""
-    return -D(fake, res_log2, alpha).float().mean()
+    return -_full_precision(D(fake, res_log2, alpha)).mean()

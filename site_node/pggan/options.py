@@ -61,7 +61,9 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 # Fields a resumed run may change: where and how it runs, not what it computes.
-RUNTIME_FIELDS = frozenset({"accelerator", "devices", "strategy", "precision", "profile"})
+RUNTIME_FIELDS = frozenset(
+    {"accelerator", "devices", "strategy", "precision", "profile", "progress_bar"}
+)
 
 
 class TrainOptions(BaseModel):
@@ -104,6 +106,7 @@ class TrainOptions(BaseModel):
     devices: int = Field(1, ge=1)
     strategy: Literal["auto", "ddp"] = "auto"
     precision: Literal["32-true", "bf16-mixed"] = "32-true"
+    progress_bar: bool = True
 
     @field_validator("resolution_px")
     @classmethod

@@ -171,7 +171,7 @@ def _prepare_run_dir(options: TrainOptions, resume: bool) -> Path:
 def _build_trainer(options: TrainOptions, run_dir: Path, callbacks: Sequence[Callback]) -> pl.Trainer:
     strategy: Any = GradientAllReduceDDP() if options.strategy == "ddp" else "auto"
     run_callbacks: list[Callback] = [
-        PGGANProgressBar(),
+        *([PGGANProgressBar()] if options.progress_bar else []),
         TickReport(),
         SampleGrids(
             run_dir / "samples", options.sample_every_kimg, options.num_grid_images, options.seed
@@ -190,6 +190,7 @@ def _build_trainer(options: TrainOptions, run_dir: Path, callbacks: Sequence[Cal
         num_sanity_val_steps=0,
         enable_checkpointing=False,
         enable_model_summary=False,
+        enable_progress_bar=options.progress_bar,
         log_every_n_steps=10,
         logger=[
             CSVLogger(run_dir, name="logs", version="csv"),

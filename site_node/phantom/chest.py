@@ -1,8 +1,10 @@
 """Draw a normal chest into a :class:`~site_node.phantom.scene.Scene`.
 
-Soft tissue and bone add density; lung air subtracts it; vessels and interstitium
-go into the marking layer that only shows inside aerated lung. Values are in
-density units where the mediastinum is about 0.85 and an aerated lung about 0.3.
+Soft tissue and bone add density; lung air (the only air a finding can fill)
+subtracts it; gas outside the lungs (trachea, stomach) is negative ``extra``;
+vessels and interstitium go into the marking layer that only shows inside
+aerated lung. In these density units the mediastinum is about 0.8 and an
+aerated lung about 0.2, before the tone curve.
 """
 
 from __future__ import annotations
@@ -72,22 +74,20 @@ def heart_mask(scene: Scene, anatomy: Anatomy) -> np.ndarray:
     return du * du + dv * dv <= 1
 
 
-def _lung_side(scene: Scene, anatomy: Anatomy) -> np.ndarray:
-    """Which lung each pixel belongs to (-1 right, +1 left, 0 none)."""
+def _lung_mask(scene: Scene, anatomy: Anatomy) -> np.ndarray:
+    """Boolean mask of both lungs: inside the cage, above the domes, beside the mediastinum."""
     side, a, v = np.where(scene.u > 0, 1, -1), np.abs(scene.u), scene.v
     apex_a = 0.3 * anatomy.thorax_half_width
     inside = a < cage_half_width(anatomy, v)
     inside &= v < diaphragm_v(anatomy, side, a)
     inside &= v > anatomy.apex_v + 1.1 * (a - apex_a) ** 2
     inside &= a > mediastinum_half_width(anatomy, side, v)
-    inside &= ~heart_mask(scene, anatomy)
-    return (side * inside).astype(np.int8)
+    return inside & ~heart_mask(scene, anatomy)
 
 
 def _draw_lungs(scene: Scene, anatomy: Anatomy) -> None:
     """Lung air, deeper (darker) towards the bases; sharp borders plus a soft falloff."""
-    scene.lung_side = _lung_side(scene, anatomy)
-    mask = (scene.lung_side != 0).astype(F32)
+    mask = _lung_mask(scene, anatomy).astype(F32)
     resolution_px = scene.frame.resolution_px
     scene.lung_soft = smooth(mask, 1.0, resolution_px)
     depth = 0.8 + 0.25 * np.clip(
@@ -104,7 +104,7 @@ def _draw_airways(scene: Scene, anatomy: Anatomy) -> None:
     for side in SIDES:
         bronchus = _resample((0.0, carina_v - 0.01), (side * 0.15, carina_v + 0.13), 6)
         outlines.append(band_outline(bronchus, 0.018))
-    scene.air += F32(0.12) * scene.polygon_mask(outlines)
+    scene.extra -= F32(0.12) * scene.polygon_mask(outlines)
 
 
 def _resample(start: tuple[float, float], end: tuple[float, float], count: int) -> np.ndarray:
@@ -114,7 +114,7 @@ def _resample(start: tuple[float, float], end: tuple[float, float], count: int) 
 
 
 def _draw_spine(scene: Scene, anatomy: Anatomy) -> None:
-    """Vertebral column: bright bodies separated by darker discs, faint behind the heart."""
+    """Vertebral column: bright bodies and pedicles separated by darker discs."""
     column = np.clip((0.062 - np.abs(scene.u)) / 0.012, 0, 1)
     phase = (scene.v - anatomy.rib_top_v) / F32(anatomy.rib_spacing)
     bodies = 0.75 + 0.25 * (np.cos(2 * np.pi * phase) > -0.6)
@@ -224,4 +224,4 @@ def _draw_gastric_bubble(scene: Scene, anatomy: Anatomy) -> None:
     """Gas in the stomach fundus under the left hemidiaphragm, with a flat fluid level."""
     centre_v = anatomy.dome_v + anatomy.left_dome_drop + 0.13
     win, disc = scene.disc(0.36, centre_v, 0.07, 0.025)
-    scene.air[win] += F32(0.14) * disc * (scene.v[win] < centre_v + 0.02)
+    scene.extra[win] -= F32(0.14) * disc * (scene.v[win] < centre_v + 0.02)

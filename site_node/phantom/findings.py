@@ -9,7 +9,8 @@ seeded by the finding, the side first, so they agree with each other.
 
 Opacities replace lung air through ``scene.fill`` (0 = aerated, 1 = airless),
 so they are exactly as bright as soft tissue at full strength and invisible
-outside the lungs; lines and nodules on top of that go into ``scene.extra``.
+outside the lungs; lines (pleural line, Kerley B, reticulation) and the hernia's
+sac and gas go into ``scene.extra``.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def _adjust_emphysema(anatomy: Anatomy, rng: np.random.Generator, severity: floa
     """Hyperinflation: low flat domes, wider chest, darker lungs, narrow vertical heart."""
     return dataclasses.replace(
         anatomy,
-        dome_v=anatomy.dome_v + 0.08 + 0.08 * severity,
+        dome_v=anatomy.dome_v + 0.1 + 0.1 * severity,
         dome_depth=anatomy.dome_depth * (0.5 - 0.25 * severity),
         thorax_half_width=anatomy.thorax_half_width + 0.02 + 0.02 * severity,
         air_depth=anatomy.air_depth * (1.12 + 0.1 * severity),
@@ -200,10 +201,11 @@ def _airspace(
         u0, v0 = centre[0] + rng.normal(0, spread), centre[1] + rng.normal(0, spread * 0.8)
         win, blob = scene.blob(u0, v0, rng.uniform(0.06, 0.13), rng.uniform(0.06, 0.12))
         field[win] += blob
-    patchy = field * (0.75 + 0.5 * _low_frequency_field(scene, rng, 2.5).clip(-1, 1))
-    opacity = _ramp(patchy, 0.2, 1.0) * strength
+    field /= max(float(field.max()), 1e-6)
+    patchy = field * (1 + 0.4 * _low_frequency_field(scene, rng, 5.0))
+    opacity = smooth(_ramp(patchy, 0.1, 0.6), 1.5, scene.frame.resolution_px) * strength
     bronchi = _bronchogram_layer(scene, rng, (centre[0] - side * 0.08, centre[1] - 0.05), side)
-    airway = 0.35 * bronchi * _ramp(opacity, 0.4 * strength, 0.8 * strength)
+    airway = 0.3 * bronchi * _ramp(opacity, 0.5 * strength, 0.9 * strength)
     _add_fill(scene, opacity * (1 - airway) * _on_side(scene, side))
 
 
@@ -212,7 +214,7 @@ def _paint_consolidation(
 ) -> None:
     """Dense lobar/segmental air-space opacity with air bronchograms, usually basal."""
     side, v_fraction = _side(rng), rng.choice([0.3, 0.65, 0.85], p=[0.2, 0.3, 0.5])
-    _airspace(scene, anatomy, rng, side, (float(v_fraction), 0.06, 7, 0.6 + 0.35 * severity))
+    _airspace(scene, anatomy, rng, side, (float(v_fraction), 0.08, 7, 0.6 + 0.35 * severity))
 
 
 def _paint_pneumonia(

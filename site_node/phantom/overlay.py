@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["GLYPHS", "burn_border", "burn_text", "text_bitmap"]
+__all__ = ["GLYPHS", "burn_border", "burn_corner_text", "burn_text", "text_bitmap"]
 
 _FONT_ROWS: dict[str, tuple[str, ...]] = {
     "A": ("01110", "10001", "10001", "11111", "10001", "10001", "10001"),
@@ -46,14 +46,33 @@ def burn_text(
     """Burn white ``text`` into ``image`` (float [0, 1]); ``boxed`` puts it on a black block."""
     bitmap = text_bitmap(text, height_px)
     pad = max(1, height_px // 4) if boxed else 0
-    top, left = top_left_px
+    top, left = max(top_left_px[0], 0), max(top_left_px[1], 0)
     rows = slice(max(top - pad, 0), min(top + bitmap.shape[0] + pad, image.shape[0]))
     cols = slice(max(left - pad, 0), min(left + bitmap.shape[1] + pad, image.shape[1]))
     if boxed:
         image[rows, cols] = 0.02
-    visible = bitmap[: image.shape[0] - top, : image.shape[1] - left]
+    visible = bitmap[: max(image.shape[0] - top, 0), : max(image.shape[1] - left, 0)]
     region = image[top : top + visible.shape[0], left : left + visible.shape[1]]
     region[visible] = 0.97
+
+
+def burn_corner_text(
+    image: np.ndarray,
+    lines: list[str],
+    top_px: int,
+    inset_px: int,
+    *,
+    from_right: bool,
+    height_px: int,
+    boxed: bool,
+) -> None:
+    """Burn ``lines`` one under another, ``inset_px`` from the left (or right) edge."""
+    row = top_px
+    for text in lines:
+        width = text_bitmap(text, height_px).shape[1]
+        col = image.shape[1] - inset_px - width if from_right else inset_px
+        burn_text(image, text, (row, max(col, 0)), height_px, boxed=boxed)
+        row += round(height_px * 1.6)
 
 
 def burn_border(image: np.ndarray, widths_px: tuple[int, int, int, int], soft_px: float) -> None:

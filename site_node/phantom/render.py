@@ -18,7 +18,7 @@ from shared.labels import NO_FINDING, validate_labels
 from site_node.phantom.anatomy import Anatomy, for_view, sample_anatomy
 from site_node.phantom.chest import draw_chest, smooth
 from site_node.phantom.findings import Finding, adjust_anatomy, paint_findings
-from site_node.phantom.overlay import burn_border, burn_text, text_bitmap
+from site_node.phantom.overlay import burn_border, burn_corner_text
 from site_node.phantom.scene import F32, Frame, Scene, new_scene
 from site_node.phantom.style import HospitalStyle, get_style
 
@@ -126,41 +126,24 @@ def _expose(
 def _burn_marks(image: np.ndarray, acquisition: Acquisition, style: HospitalStyle) -> None:
     """Black frame or collimation, the laterality glyph, and the PORTABLE / view blocks."""
     size = image.shape[0]
-    top, _, left, right = (round(f * size) for f in acquisition.border_fractions)
-    if any(acquisition.border_fractions):
-        widths = tuple(round(f * size) for f in acquisition.border_fractions)
-        burn_border(image, (widths[0], widths[1], widths[2], widths[3]), soft_px=0.004 * size)
-    glyph_px = max(7, round(size * 0.045))
+    top, bottom, left, right = (round(f * size) for f in acquisition.border_fractions)
+    if top or bottom or left or right:
+        burn_border(image, (top, bottom, left, right), soft_px=0.004 * size)
     row = top + round(acquisition.marker_offset_fraction[0] * size)
-    margin = round(acquisition.marker_offset_fraction[1] * size)
-    on_right = style.laterality_corner == "top-right"
-    glyph_width = text_bitmap("L", glyph_px).shape[1]
-    col = size - right - margin - glyph_width if on_right else left + margin
-    burn_text(image, "L" if on_right else "R", (row, col), glyph_px, boxed=False)
-    _burn_blocks(
-        image, acquisition, (row, left + margin if on_right else size - right - margin), on_right
+    inset = round(acquisition.marker_offset_fraction[1] * size)
+    marker_right = style.laterality_corner == "top-right"  # "L" on the patient's left
+    marker = ["L" if marker_right else "R"]
+    near, far = (right, left) if marker_right else (left, right)
+    glyph_px, block_px = max(7, round(size * 0.045)), max(7, round(size * 0.03))
+    burn_corner_text(
+        image, marker, row, near + inset, from_right=marker_right, height_px=glyph_px, boxed=False
     )
-
-
-def _burn_blocks(
-    image: np.ndarray, acquisition: Acquisition, anchor: tuple[int, int], left_side: bool
-) -> None:
-    """'PORTABLE' and 'AP'/'PA' text blocks in the corner opposite the laterality marker."""
-    size, block_px = image.shape[0], max(7, round(image.shape[0] * 0.03))
-    row, col = anchor
-    for text, shown in (
-        ("PORTABLE", acquisition.portable_marker),
-        (acquisition.view, acquisition.view_marker),
-    ):
-        if not shown:
-            continue
-        width = text_bitmap(text, block_px).shape[1]
-        burn_text(
-            image, text, (row, col if left_side else max(col - width, 0)), block_px, boxed=True
-        )
-        row += round(block_px * 1.6)
-        if row >= size:
-            return
+    blocks = ["PORTABLE"] * acquisition.portable_marker + [
+        acquisition.view
+    ] * acquisition.view_marker
+    burn_corner_text(
+        image, blocks, row, far + inset, from_right=not marker_right, height_px=block_px, boxed=True
+    )
 
 
 def _check_request(labels: Sequence[str], resolution_px: int) -> list[str]:

@@ -75,7 +75,14 @@ class Frame:
 
 @dataclass
 class Scene:
-    """Density layers of one radiograph under construction (all float32 [R, R])."""
+    """Density layers of one radiograph under construction (all float32 [R, R]).
+
+    ``tissue``: soft tissue and bone; ``air``: lung air only (what findings fill);
+    ``fill``: 0 aerated … 1 airless; ``extra``: any other density, negative for gas
+    outside the lungs; ``markings``: vessels and interstitium, shown as
+    ``markings * visibility * lung_soft``; ``lung_soft`` / ``lung_broad``: the lung
+    mask blurred by 1 px and 5 px (at 256 px).
+    """
 
     frame: Frame
     u: np.ndarray
@@ -86,7 +93,6 @@ class Scene:
     extra: np.ndarray
     markings: np.ndarray
     visibility: np.ndarray
-    lung_side: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
     lung_soft: np.ndarray = field(default_factory=lambda: np.zeros(0, F32))
     lung_broad: np.ndarray = field(default_factory=lambda: np.zeros(0, F32))
 

@@ -86,6 +86,13 @@ def _next_findings(
     return out
 
 
+def _next_view(rng: np.random.Generator, style: HospitalStyle, previous: str | None) -> str:
+    """A patient's view mostly stays (ward, mobility); 30 % of follow-ups draw it afresh."""
+    if previous is not None and rng.random() >= 0.3:
+        return previous
+    return "AP" if rng.random() < style.ap_fraction else "PA"
+
+
 def plan_patient(
     rng: np.random.Generator, style: HospitalStyle, patient_id: int, num_images: int
 ) -> list[StudyPlan]:
@@ -95,23 +102,22 @@ def plan_patient(
     base = sample_anatomy(rng, sex, age_years)
     seeds = {label: int(rng.integers(2**31)) for label in NIH_FINDINGS}
     field_of_view_mm = float(rng.uniform(360.0, 430.0))
-    findings, plans = None, []
+    findings, view, plans = None, None, []
     for follow_up in range(num_images):
         findings = _next_findings(rng, style, findings, seeds)
-        anatomy = base if follow_up == 0 else follow_up_anatomy(base, rng)
         age_years += int(follow_up > 0 and rng.random() < 0.3)
-        view = "AP" if rng.random() < style.ap_fraction else "PA"
+        view = _next_view(rng, style, view)
         plans.append(
             StudyPlan(
-                patient_id,
-                follow_up,
-                age_years,
-                sex,
-                anatomy,
-                sample_acquisition(rng, style, view),
-                tuple(findings[label] for label in sorted(findings)),
-                field_of_view_mm,
-                int(rng.integers(2**63)),
+                patient_id=patient_id,
+                follow_up=follow_up,
+                age_years=age_years,
+                sex=sex,
+                anatomy=base if follow_up == 0 else follow_up_anatomy(base, rng),
+                acquisition=sample_acquisition(rng, style, view),
+                findings=tuple(findings[label] for label in sorted(findings)),
+                field_of_view_mm=field_of_view_mm,
+                render_seed=int(rng.integers(2**63)),
             )
         )
     return plans

@@ -109,12 +109,12 @@ HOSPITAL_A = HospitalStyle(
     portable_marker_probability=0.3,
 )
 
-#: ICU-heavy hospital: mostly portable AP, washed-out tone, black frames, fluid and infection.
+#: ICU-heavy hospital: mostly portable AP, darker low-contrast tone, black frames, fluid, infection.
 HOSPITAL_B = HospitalStyle(
     name="hospital-b",
     contrast_gain=0.85,
-    brightness_offset=0.06,
-    gamma=0.8,
+    brightness_offset=0.05,
+    gamma=1.3,
     exposure_jitter=0.08,
     noise_sigma=(0.015, 0.035),
     blur_sigma_px256=(0.5, 1.2),
