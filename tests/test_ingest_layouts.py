@@ -258,3 +258,16 @@ def test_locator_finds_nih_subfolders_and_reports_ambiguity(tmp_path: Path) -> N
     assert ambiguous.value.category.value == "missing_file"
     with pytest.raises(RowRejectedError, match="no such file"):
         locator.locate("images_009/nothing.png")
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(layout="nhi"), "--layout: 'nhi' is not one of"),
+    (dict(seed=-1), "--seed: -1"),
+    (dict(site_id="a b"), "--site-id: 'a b'"),
+    (dict(max_resolution_px=48), "--max-resolution: 48"),
+    (dict(split_fractions=(0.7, 0.2, 0.2)), "--split"),
+])  # fmt: skip
+def test_options_name_the_bad_option_and_value(options: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        IngestOptions(**options)
+    assert IngestOptions(layout="chexpert").layout is Layout.CHEXPERT

@@ -99,6 +99,11 @@ class IngestOptions:
 
     def __post_init__(self) -> None:
         resolution_ladder(self.max_resolution_px)
+        if self.layout is not None and not isinstance(self.layout, Layout):
+            valid = [layout.value for layout in Layout]
+            if self.layout not in valid:
+                raise ConfigError(f"--layout: {self.layout!r} is not one of {valid}")
+            object.__setattr__(self, "layout", Layout(self.layout))
         if self.seed < 0:
             raise ConfigError(f"--seed: {self.seed} must be >= 0")
         object.__setattr__(self, "split_fractions", parse_fractions(self.split_fractions))
