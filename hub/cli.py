@@ -35,6 +35,15 @@ app.command("serve")(serve.serve)
 
 def main() -> None:
     """Console-script entry point: run the CLI, turning radshare errors into exit code 2."""
+    import os
+
+    from shared.logs import configure_logging
+
+    # Structured, component-tagged, identifier-redacted log lines (deployment/docs).
+    configure_logging(
+        os.environ.get("RADSHARE_LOG_COMPONENT", "hub"),
+        fmt="json" if os.environ.get("RADSHARE_LOG_FORMAT") == "json" else "kv",
+    )
     try:
         app()
     except RadshareError as error:

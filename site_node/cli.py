@@ -36,6 +36,15 @@ app.add_typer(reader_study.app, name="reader-study")
 
 def main() -> None:
     """Console-script entry point: run the CLI, turning radshare errors into exit code 2."""
+    import os
+
+    from shared.logs import configure_logging
+
+    # Structured, component-tagged, identifier-redacted log lines (deployment/docs).
+    configure_logging(
+        os.environ.get("RADSHARE_LOG_COMPONENT", "site"),
+        fmt="json" if os.environ.get("RADSHARE_LOG_FORMAT") == "json" else "kv",
+    )
     try:
         app()
     except RadshareError as error:

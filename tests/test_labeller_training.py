@@ -142,7 +142,7 @@ def test_train_labeller_end_to_end_and_run_folder_rules(tmp_path):
     assert result.card.classes[0].train_positives == int(
         pd.read_csv(cache / "table.csv").query("split == 'train'")["Mass"].sum()
     )
-    assert result.card.data["images_per_split"] == {"train": 24, "val": 12, "test": 12}
+    assert result.card.data.images_per_split == {"train": 24, "val": 12, "test": 12}
     with pytest.raises(ConfigError, match="finished"):
         train_labeller(options)
     (tmp_path / "other").mkdir()

@@ -110,7 +110,9 @@ def test_server_killed_mid_upload_then_client_resumes(tmp_path):
             hub.start(consortium, port)
 
     try:
-        with consortium.client(port, "site:a", chunk_bytes=65536, backoff_s=0.2, retries=8) as site:
+        with consortium.client(
+            port, "site:a", chunk_bytes=65536, backoff_s=0.2, retries=20
+        ) as site:
             result = site.publish_bundle(bundle, on_chunk=crash_halfway)
         # The hub held part of the file when it died; the retry resumed from there, not from 0.
         staged_at_kill, kill_index = restarts

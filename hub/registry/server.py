@@ -91,6 +91,15 @@ def _default_registry(config: HubConfig) -> tuple[ArtifactRegistry, IO[Any]]:
     return registry, lock
 
 
+def _warm_up() -> None:
+    """Pay the one-off cost of torch's meta device (≈2 s) at start, not in the first publish."""
+    from shared.artifacts.bundle import generator_tensor_spec
+    from shared.networks.generator import GeneratorConfig
+
+    tiny = {"resolution_px": 4, "z_dim": 1, "fmap_base": 1, "fmap_max": 1}
+    generator_tensor_spec(GeneratorConfig.model_validate(tiny))
+
+
 def start_server(
     config: HubConfig,
     *,
@@ -99,6 +108,7 @@ def start_server(
 ) -> HubServer:
     """Build and start the server (default: SQLite under ``config.root``, its key folder)."""
     credentials = server_credentials(config.tls_folder)
+    _warm_up()
     lock = None
     if registry is None:
         registry, lock = _default_registry(config)

@@ -20,6 +20,7 @@ import builtins
 import json
 import logging
 import os
+import re
 import shutil
 import sqlite3
 import tempfile
@@ -37,6 +38,8 @@ from shared.errors import NotFoundError, RegistryError
 __all__ = ["SqliteRegistry"]
 
 log = logging.getLogger("radshare.hub.registry")
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS artifacts (
@@ -101,7 +104,7 @@ class SqliteRegistry(ArtifactRegistry):
     # Staged uploads.
 
     def _stage_dir(self, artifact_id: str) -> Path:
-        if len(artifact_id) != 64 or not all(c in "0123456789abcdef" for c in artifact_id):
+        if not _SHA256.match(artifact_id):
             raise RegistryError(f"artifact id {artifact_id!r} is not a lower-case sha256")
         return self.uploads / artifact_id
 
@@ -182,7 +185,7 @@ class SqliteRegistry(ArtifactRegistry):
                 if folder.stat().st_mtime < older_than:
                     shutil.rmtree(folder, ignore_errors=True)
                 continue
-            staged = self.staged(folder.name) if len(folder.name) == 64 else None
+            staged = self.staged(folder.name) if _SHA256.match(folder.name) else None
             if staged is None or staged.started_at < older_than:
                 shutil.rmtree(folder, ignore_errors=True)
                 purged.append(folder.name)

@@ -31,6 +31,7 @@ __all__ = [
     "ArtifactKind",
     "BundleManifest",
     "DPParameters",
+    "DPSegment",
     "DataSummary",
     "FileEntry",
     "GeneratorManifest",
@@ -167,6 +168,19 @@ class DataSummary(_Strict):
         return value
 
 
+class DPSegment(_Strict):
+    """Consecutive DP-SGD steps with one noise multiplier and one Poisson sample rate.
+
+    ``(noise_multiplier, sample_rate, steps)`` is one entry of an Opacus accountant's
+    ``history``; an auditor recomputes ε by composing the segments in order.
+    """
+
+    noise_multiplier: float = Field(gt=0)
+    sample_rate: float = Field(gt=0, le=1, description="each record's inclusion probability")
+    steps: int = Field(ge=0)
+    label: str | None = Field(None, max_length=64, description="e.g. 'fade 16px'")
+
+
 class DPParameters(_Strict):
     """Differential-privacy parameters of training (DP-SGD on the critic)."""
 
@@ -175,6 +189,10 @@ class DPParameters(_Strict):
     noise_multiplier: float = Field(ge=0)
     max_grad_norm: float = Field(gt=0)
     accountant: str = Field("prv", min_length=1)
+    target_epsilon: float | None = Field(None, gt=0, description="the budget asked for")
+    segments: tuple[DPSegment, ...] = Field(
+        default=(), description="steps per training phase, in order: what ε composes"
+    )
 
 
 class LocalAuditSummary(_Strict):

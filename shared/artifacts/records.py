@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 __all__ = [
+    "ArchiveChunk",
+    "ArchiveHeader",
     "ArtifactKind",
     "ArtifactSummary",
     "FileChunk",
@@ -97,3 +99,23 @@ class ManifestReply:
     artifact: ArtifactSummary
     manifest_json: bytes
     signer_public_key_pem: bytes
+
+
+@dataclass(frozen=True)
+class ArchiveHeader:
+    """First item of a ``PullArchive`` stream: which archive, its manifest, how much follows."""
+
+    archive_id: str  # sha256 of the manifest's bytes
+    manifest_path: str  # the manifest's path inside the archive (streamed first)
+    total_bytes: int  # the manifest plus every listed file
+    start_path: str  # where this stream starts ("" = at the manifest)
+    start_offset: int
+
+
+@dataclass(frozen=True)
+class ArchiveChunk:
+    """A slice of one archive file (``path`` relative to the archive) from byte ``offset``."""
+
+    path: str
+    offset: int
+    data: bytes

@@ -14,34 +14,57 @@ used for feature-space audits and Fréchet distances.
 The architecture is MONAI's ``DenseNet121`` (no torchvision, no download). A
 labeller's export is ``labeller.safetensors`` (state dict) + ``labeller.json``
 (:class:`LabellerCard`: config, per-class Youden thresholds in logit units,
-validation and test AUCs, DP parameters if any); loading never unpickles.
+validation and test AUCs, DP parameters if any); loading never unpickles. A labeller
+is published as a signed bundle (``shared.artifacts.bundle``): ``manifest.json``
+(:class:`LabellerManifest`, kind ``labeller``, the card's fields plus site, files and
+signature) + ``labeller.safetensors``; importing this module registers that kind.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
 import torch
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from monai.networks.nets import DenseNet121
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from safetensors.torch import load as load_safetensors
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from shared.errors import ArtifactError
+from shared.artifacts.bundle import (
+    SignedManifest,
+    TensorInfo,
+    read_bundle,
+    register_tensor_check,
+    write_bundle,
+)
+from shared.artifacts.manifest import ArtifactKind, BundleManifest, DPParameters, register_manifest
+from shared.errors import ArtifactError, IntegrityError
 from shared.labels import NIH_LABELS
 
 __all__ = [
+    "CARD_FILE",
     "LABELLER_SCHEMA_VERSION",
+    "WEIGHTS_FILE",
     "ClassMetrics",
-    "DPParameters",
     "Labeller",
     "LabellerCard",
     "LabellerConfig",
+    "LabellerDataSummary",
+    "LabellerManifest",
+    "LabellerTrainingSummary",
+    "labeller_tensor_spec",
+    "load_labeller_bundle",
     "load_labeller_export",
     "save_labeller_export",
+    "write_labeller_bundle",
 ]
 
 LABELLER_SCHEMA_VERSION = 1
@@ -117,7 +140,7 @@ class Labeller(nn.Module):
 class ClassMetrics(BaseModel):
     """One class of a labeller: its Youden threshold and how well it separates."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
     threshold_logit: float | None = Field(
@@ -126,41 +149,47 @@ class ClassMetrics(BaseModel):
     val_auc: float | None = None
     test_auc: float | None = None
     test_auc_ci95: tuple[float, float] | None = None
-    train_positives: int = 0
-    val_positives: int = 0
-    test_positives: int = 0
+    train_positives: int = Field(0, ge=0)
+    val_positives: int = Field(0, ge=0)
+    test_positives: int = Field(0, ge=0)
 
 
-class DPParameters(BaseModel):
-    """Differential-privacy parameters of a labeller trained with DP-SGD."""
+class LabellerTrainingSummary(BaseModel):
+    """How a labeller was trained (numbers and names only)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    epsilon: float
-    delta: float
-    noise_multiplier: float
-    max_grad_norm: float
-    accountant: str = "prv"
+    epochs_trained: int = Field(0, ge=0)
+    best_val_macro_auc: float | None = None
+    lr: float = 1e-3
+    batch_size: int = Field(32, ge=1)
+    seed: int = 0
+    loss: str = "weighted binary cross entropy (Guendel et al.)"
+    augmentation: dict[str, float] = Field(default_factory=dict)
 
 
-class LabellerCard(BaseModel):
-    """The JSON beside a labeller's weights: config, per-class thresholds and AUCs."""
+class LabellerDataSummary(BaseModel):
+    """What a labeller was trained and evaluated on, as counts only: never an identifier."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    schema_version: int = LABELLER_SCHEMA_VERSION
-    kind: Literal["labeller"] = "labeller"
+    images_per_split: dict[Literal["train", "val", "test"], int] = Field(default_factory=dict)
+
+
+class _LabellerDescription(BaseModel):
+    """Fields shared by the export card and the bundle manifest."""
+
     labeller_config: LabellerConfig
     classes: list[ClassMetrics]
     val_macro_auc: float | None = None
     test_macro_auc: float | None = None
     input_format: str = "[N, 1, R, R] float32 in [-1, 1]; R = labeller_config.resolution_px"
-    training: dict[str, Any] = Field(default_factory=dict)
-    data: dict[str, Any] = Field(default_factory=dict, description="counts only, no identifiers")
+    training: LabellerTrainingSummary = Field(default_factory=LabellerTrainingSummary)
+    data: LabellerDataSummary = Field(default_factory=LabellerDataSummary)
     dp: DPParameters | None = None
 
     @model_validator(mode="after")
-    def _classes_match_config(self) -> LabellerCard:
+    def _classes_match_config(self) -> _LabellerDescription:
         names = [c.name for c in self.classes]
         if names != list(self.labeller_config.class_names):
             raise ValueError(
@@ -173,6 +202,106 @@ class LabellerCard(BaseModel):
     def thresholds_logit(self) -> dict[str, float | None]:
         """Class name → Youden threshold in logit units (None: class cannot be judged)."""
         return {c.name: c.threshold_logit for c in self.classes}
+
+
+class LabellerCard(_LabellerDescription):
+    """``labeller.json`` beside the weights of a training export."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = LABELLER_SCHEMA_VERSION
+    kind: Literal["labeller"] = "labeller"
+
+
+@register_manifest
+class LabellerManifest(_LabellerDescription, BundleManifest):
+    """Manifest of a labeller bundle: ``labeller.safetensors`` holds the state dict only."""
+
+    FILE_NAMES: ClassVar[tuple[str, ...]] = (WEIGHTS_FILE,)
+
+    kind: Literal[ArtifactKind.LABELLER] = ArtifactKind.LABELLER
+    resolution_px: int
+
+    @model_validator(mode="after")
+    def _resolution_matches(self) -> LabellerManifest:
+        if self.resolution_px != self.labeller_config.resolution_px:
+            raise ValueError(
+                f"resolution_px {self.resolution_px} != labeller_config.resolution_px "
+                f"{self.labeller_config.resolution_px}"
+            )
+        return self
+
+    def card(self) -> LabellerCard:
+        """The description as an export card."""
+        return LabellerCard.model_validate(self.model_dump(include=set(_DESCRIPTION_FIELDS)))
+
+
+_DESCRIPTION_FIELDS = tuple(_LabellerDescription.model_fields)
+
+
+def labeller_tensor_spec(cfg: LabellerConfig) -> dict[str, TensorInfo]:
+    """Every tensor ``Labeller(cfg).state_dict()`` holds (built on the meta device)."""
+    with torch.device("meta"):
+        labeller = Labeller(cfg)
+    dtypes = {torch.float32: "F32", torch.int64: "I64"}
+    return {
+        name: TensorInfo(dtypes.get(t.dtype, str(t.dtype)), tuple(t.shape))
+        for name, t in labeller.state_dict().items()
+    }
+
+
+@register_tensor_check(ArtifactKind.LABELLER)
+def _check_labeller_tensors(
+    model: BundleManifest, file_name: str, tensors: Mapping[str, TensorInfo]
+) -> None:
+    assert isinstance(model, LabellerManifest)
+    expected = labeller_tensor_spec(model.labeller_config)
+    if set(tensors) != set(expected):
+        extra, missing = sorted(set(tensors) - set(expected)), sorted(set(expected) - set(tensors))
+        raise ArtifactError(f"{file_name}: not the labeller's tensors: extra {extra[:5]}, missing {missing[:5]}")
+    for name, spec in expected.items():
+        if tensors[name] != spec:
+            raise ArtifactError(f"{file_name}: tensor {name!r} is {tensors[name]}, expected {spec}")
+
+
+def write_labeller_bundle(
+    out_dir: Path | str,
+    labeller: Labeller,
+    card: LabellerCard,
+    site_id: str,
+    private_key: Ed25519PrivateKey,
+) -> SignedManifest:
+    """Write a signed labeller bundle (``manifest.json`` + ``labeller.safetensors``)."""
+    out_dir = Path(out_dir)
+    fields = {
+        **card.model_dump(mode="json", include=set(_DESCRIPTION_FIELDS)),
+        "kind": ArtifactKind.LABELLER.value,
+        "site_id": site_id,
+        "resolution_px": card.labeller_config.resolution_px,
+    }
+    with tempfile.TemporaryDirectory(dir=out_dir.parent if out_dir.parent.exists() else None) as tmp:
+        weights = Path(tmp) / WEIGHTS_FILE
+        state = {k: v.detach().cpu().contiguous() for k, v in labeller.state_dict().items()}
+        save_file(state, str(weights), metadata={"format": "pt"})
+        return write_bundle(out_dir, fields, {WEIGHTS_FILE: weights}, private_key)
+
+
+def load_labeller_bundle(
+    bundle_dir: Path | str,
+    public_key: Ed25519PublicKey | Path | bytes | None = None,
+    map_location: str | torch.device = "cpu",
+) -> tuple[Labeller, LabellerCard, str]:
+    """Verify a labeller bundle (signature, sha256, tensors); return it, its card and its id."""
+    bundle_dir = Path(bundle_dir)
+    signed = read_bundle(bundle_dir, public_key)
+    if not isinstance(signed.model, LabellerManifest):
+        raise ArtifactError(f"{bundle_dir}: kind {signed.model.kind.value!r} is not a labeller")
+    data = (bundle_dir / WEIGHTS_FILE).read_bytes()
+    if hashlib.sha256(data).hexdigest() != signed.model.files[WEIGHTS_FILE].sha256:
+        raise IntegrityError(f"{bundle_dir / WEIGHTS_FILE}: changed after verification")
+    labeller = Labeller(signed.model.labeller_config)
+    labeller.load_state_dict(load_safetensors(data), strict=True)
+    return labeller.to(map_location).eval(), signed.model.card(), signed.artifact_id
 
 
 def save_labeller_export(export_dir: Path | str, labeller: Labeller, card: LabellerCard) -> Path:

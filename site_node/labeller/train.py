@@ -34,6 +34,8 @@ from shared.networks.labeller import (
     Labeller,
     LabellerCard,
     LabellerConfig,
+    LabellerDataSummary,
+    LabellerTrainingSummary,
     save_labeller_export,
 )
 from shared.stats import macro_roc_auc
@@ -165,8 +167,8 @@ def _card(
     cfg: LabellerConfig,
     evaluations: list[ClassEvaluation],
     train_labels: np.ndarray,
-    training: dict[str, Any],
-    data: dict[str, Any],
+    training: LabellerTrainingSummary,
+    data: LabellerDataSummary,
     macro: tuple[float, float],
 ) -> LabellerCard:
     classes = [
@@ -263,19 +265,15 @@ def train_labeller(options: LabellerTrainOptions) -> LabellerTrainResult:
 
     # Export the weights and the card.
     best_score = checkpoint.best_model_score
-    training = {
-        "epochs_trained": int(trainer.current_epoch),
-        "best_val_macro_auc": None if best_score is None else float(best_score),
-        "lr": options.lr,
-        "batch_size": options.batch_size,
-        "seed": options.seed,
-        "augmentation": augment,
-        "loss": "weighted binary cross entropy (Guendel et al.)",
-    }
-    data = {
-        "site_id": cache.manifest.site_id,
-        "images_per_split": {s: len(d) for s, d in splits.items()},
-    }
+    training = LabellerTrainingSummary(
+        epochs_trained=int(trainer.current_epoch),
+        best_val_macro_auc=None if best_score is None else float(best_score),
+        lr=options.lr,
+        batch_size=options.batch_size,
+        seed=options.seed,
+        augmentation=augment,
+    )
+    data = LabellerDataSummary(images_per_split={s: len(d) for s, d in splits.items()})
     card = _card(cfg, evaluations, splits["train"].labels, training, data, macro)
     export_dir = save_labeller_export(options.out_dir / "export", labeller, card)
     return LabellerTrainResult(export_dir=export_dir, card=card, evaluations=evaluations)

@@ -55,7 +55,7 @@ class TickCheckpoint(Callback):
 
 
 class SampleGrids(Callback):
-    """``samples/fakesKKKKKK.png``: G_ema on fixed latents every ``every_kimg`` (and at the end).
+    """``samples/fakes_KKKKK.KKKkimg.png``: G_ema on fixed latents every ``every_kimg`` and at the end.
 
     Grids are drawn at the current resolution and fade, then nearest-upscaled to the
     target resolution so grids of one run line up.
@@ -96,7 +96,7 @@ class SampleGrids(Callback):
         scale = G_ema.resolution_px // images.shape[-1]
         images = F.interpolate(images, scale_factor=scale, mode="nearest") if scale > 1 else images
         self.samples_dir.mkdir(parents=True, exist_ok=True)
-        name = f"fakes{pl_module.cur_nimg // 1000:06d}.png"
+        name = f"fakes_{pl_module.cur_nimg / 1000:09.3f}kimg.png"
         write_png(self.samples_dir / name, image_grid(to_uint8(images)))
 
 

@@ -59,6 +59,7 @@ def export_generator(
     state = {name: t.detach().cpu().contiguous() for name, t in G_ema.state_dict().items()}
     tmp = export_dir / f".{WEIGHTS_NAME}.tmp"
     save_file(state, str(tmp), metadata={"format": "pt", "network": "radshare.pggan.G_ema"})
+    os.chmod(tmp, 0o644)  # safetensors creates 0600; publishing may run as another user
     os.replace(tmp, export_dir / WEIGHTS_NAME)
     _atomic_write_text(export_dir / MANIFEST_NAME, manifest.model_dump_json(indent=2))
     return export_dir

@@ -19,6 +19,7 @@ from shared.errors import ConfigError
 from shared.networks.generator import GeneratorConfig
 from site_node.pggan.discriminator import DiscriminatorConfig
 from site_node.pggan.schedule import DEFAULT_BATCH_SIZES, ProgressSchedule, build_phases
+from site_node.privacy.config import DPOptions
 
 __all__ = ["PROFILES", "RUNTIME_FIELDS", "TrainOptions"]
 
@@ -97,6 +98,8 @@ class TrainOptions(BaseModel):
     # Data.
     horizontal_flip: bool = Field(False, description="off: laterality matters in CXR")
     seed: int = Field(0, ge=0)
+    # Differential privacy (site_node.privacy): DP-SGD on the critic; None: off.
+    dp: DPOptions | None = None
     # Bookkeeping.
     tick_kimg: float = Field(4.0, gt=0, description="one Lightning epoch; checkpoint cadence")
     sample_every_kimg: float = Field(100.0, gt=0)
@@ -131,6 +134,14 @@ class TrainOptions(BaseModel):
                 raise ValueError(
                     f"batch_sizes[{res_px}]={size} does not split over devices={self.devices}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _dp_critic_sees_one_sample(self) -> TrainOptions:
+        if self.dp is not None and self.use_minibatch_stddev:
+            raise ValueError("dp needs use_minibatch_stddev=False (minibatch stddev mixes samples)")
+        if self.dp is not None and self.devices != 1:
+            raise ValueError(f"dp trains on one device, got devices={self.devices}")
         return self
 
     @classmethod

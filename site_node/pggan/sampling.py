@@ -14,9 +14,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from shared.errors import ConfigError
 from shared.networks.generator import Generator
+from site_node.pggan.export import load_exported_generator
 
-__all__ = ["generate_uint8", "image_grid", "latents", "to_uint8", "write_png"]
+__all__ = ["generate_uint8", "image_grid", "latents", "sample_run", "to_uint8", "write_png"]
 
 
 def latents(seed: int, num_images: int, z_dim: int) -> torch.Tensor:
@@ -64,3 +66,30 @@ def write_png(path: Path, image: np.ndarray) -> Path:
     Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), mode="L").save(tmp, format="PNG")
     os.replace(tmp, path)
     return path
+
+
+def sample_run(
+    run_dir: Path,
+    out_dir: Path,
+    num_images: int,
+    seed: int = 0,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+) -> list[Path]:
+    """Write ``num_images`` PNGs (``sample_000000.png``, ...) and ``grid.png`` from a run's export.
+
+    Uses ``run_dir/export/`` only (G_ema). ``out_dir`` must be new or empty (never
+    overwritten). Returns the image paths, grid last.
+    """
+    out_dir = Path(out_dir)
+    if num_images < 1:
+        raise ConfigError(f"--num-images must be >= 1, got {num_images}")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ConfigError(f"{out_dir}: exists and is not empty; choose a new --out")
+    G_ema = load_exported_generator(run_dir)
+    images = generate_uint8(G_ema, num_images, seed=seed, batch_size=batch_size, device=device)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [write_png(out_dir / f"sample_{i:06d}.png", image) for i, image in enumerate(images)]
+    grid = images[: min(num_images, 64)]
+    paths.append(write_png(out_dir / "grid.png", image_grid(grid)))
+    return paths

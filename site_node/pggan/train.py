@@ -4,8 +4,9 @@ Run folder (``docs/contributing.md``)::
 
     <run>/options.json              resolved TrainOptions, written before any work
     <run>/checkpoints/last.ckpt     Lightning checkpoint (weights_only-loadable), every tick
-    <run>/samples/fakesKKKKKK.png   G_ema grids on fixed latents
-    <run>/logs/csv/metrics.csv      per-step losses and progress; logs/tensorboard/ the same
+    <run>/samples/fakes_*kimg.png    G_ema grids on fixed latents
+    <run>/logs/csv/metrics.csv      per-step losses and progress (csv-resume-N/ after a resume);
+                                    logs/tensorboard/ the same
     <run>/export/g_ema.safetensors  on completion: G_ema state dict only
     <run>/export/generator.json     on completion: generator_config, training, data (no ids)
 
@@ -72,6 +73,9 @@ def train(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+        warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # G_ema
+        # A tick resumed midway goes on from the module's step counter, not the dataloader.
+        warnings.filterwarnings("ignore", message=".*dataloader is not resumable.*")
         ckpt_path = run_dir / LAST_CHECKPOINT if resume else None
         trainer.fit(module, ckpt_path=ckpt_path, weights_only=True)
 
@@ -168,6 +172,16 @@ def _prepare_run_dir(options: TrainOptions, resume: bool) -> Path:
     return run_dir
 
 
+def _csv_version(run_dir: Path) -> str:
+    """``csv`` for the first session, ``csv-resume-1``, ... after (Lightning's CSV writer
+    deletes an existing ``metrics.csv``, so a resumed session writes next to it)."""
+    version, resumes = "csv", 0
+    while (run_dir / "logs" / version).exists():
+        resumes += 1
+        version = f"csv-resume-{resumes}"
+    return version
+
+
 def _build_trainer(options: TrainOptions, run_dir: Path, callbacks: Sequence[Callback]) -> pl.Trainer:
     strategy: Any = GradientAllReduceDDP() if options.strategy == "ddp" else "auto"
     run_callbacks: list[Callback] = [
@@ -193,7 +207,7 @@ def _build_trainer(options: TrainOptions, run_dir: Path, callbacks: Sequence[Cal
         enable_progress_bar=options.progress_bar,
         log_every_n_steps=10,
         logger=[
-            CSVLogger(run_dir, name="logs", version="csv"),
+            CSVLogger(run_dir, name="logs", version=_csv_version(run_dir)),
             TensorBoardLogger(run_dir, name="logs", version="tensorboard", default_hp_metric=False),
         ],
         callbacks=run_callbacks,

@@ -1,0 +1,262 @@
+"""Typed deployment configuration: a site node, the consortium services, and the demo.
+
+Three YAML files, each validated by one pydantic model (unknown keys are errors; relative
+paths are relative to the file's folder). Every field has a default and a description, so
+``SiteConfig()`` / ``ConsortiumConfig()`` / ``DemoConfig()`` are the documented defaults:
+
+* :class:`SiteConfig` (``deployment/configs/site.yaml``): what a hospital runs.
+* :class:`ConsortiumConfig` (``deployment/configs/consortium.yaml``): the hub (re-using
+  :class:`hub.config.HubConfig`) and the Flower SuperLink.
+* :class:`DemoConfig` (``deployment/configs/demo.yaml``): the one-command demo; its
+  ``profile`` picks :data:`PROFILE_SETTINGS` (``tiny`` for tests, ``cpu`` for a 2-core
+  laptop, ``gpu`` for a workstation).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from hub.config import HubConfig
+from shared.errors import ConfigError
+
+__all__ = [
+    "PROFILE_SETTINGS",
+    "ConsortiumConfig",
+    "DemoConfig",
+    "DemoSite",
+    "ProfileSettings",
+    "SiteConfig",
+    "SiteDataConfig",
+    "SiteHubConfig",
+    "SiteSuperLinkConfig",
+    "SuperLinkConfig",
+    "load_config",
+]
+
+Profile = Literal["tiny", "cpu", "gpu"]
+_Model = TypeVar("_Model", bound=BaseModel)
+_SITE_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,31}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------- site node
+
+
+class SiteDataConfig(_Strict):
+    """Where the site's radiographs and labels live (read only; never leave the site)."""
+
+    csv: Path = Field(Path("/data/cxr/labels.csv"), description="label CSV (NIH/CheXpert/plain)")
+    images: Path = Field(Path("/data/cxr/images"), description="folder the CSV's paths are under")
+    layout: Literal["nih", "chexpert", "plain"] | None = Field(
+        None, description="CSV layout; default: detected from the header"
+    )
+
+
+class SiteHubConfig(_Strict):
+    """How the site reaches the hub's gRPC registry (mTLS)."""
+
+    address: str = Field("hub.consortium.example:50051", description="host:port of the hub")
+    tls_dir: Path = Field(
+        Path("/etc/radshare/tls"), description="ca.crt + site-<id>.crt/.key from the operator"
+    )
+
+
+class SiteSuperLinkConfig(_Strict):
+    """How the site's Flower SuperNode reaches the consortium's SuperLink."""
+
+    address: str = Field("superlink.consortium.example:9092", description="host:port (HTTPS)")
+    root_certificates: Path | None = Field(
+        Path("/etc/radshare/tls/ca.crt"), description="CA that signed the SuperLink's cert"
+    )
+    auth_private_key: Path | None = Field(
+        Path("/etc/radshare/keys/supernode.key"),
+        description="ECDSA P-384 OpenSSH key; its .pub is registered at the SuperLink",
+    )
+    insecure: bool = Field(False, description="plain HTTP: loopback tests only, never in a site")
+    supernode_port: int = Field(9094, ge=1, le=65535, description="SuperNode's local runtime API")
+
+
+class SiteConfig(_Strict):
+    """One hospital's site node: identity, data, work folder, hub and SuperLink."""
+
+    site_id: str = Field("a", pattern=_SITE_ID_PATTERN, description="consortium-wide site id")
+    data: SiteDataConfig = Field(default_factory=SiteDataConfig)
+    work_dir: Path = Field(
+        Path("/var/lib/radshare-site"),
+        description="cache, training runs, audits; stays inside the hospital",
+    )
+    signing_key: Path = Field(
+        Path("/etc/radshare/keys/site.ed25519"), description="Ed25519 key from radshare-site keygen"
+    )
+    hub: SiteHubConfig = Field(default_factory=SiteHubConfig)
+    superlink: SiteSuperLinkConfig = Field(default_factory=SiteSuperLinkConfig)
+    train_profile: Profile = Field("gpu", description="PGGAN preset (site_node.pggan.PROFILES)")
+    max_resolution_px: int = Field(256, ge=4, description="largest cached side, a power of two")
+
+    @field_validator("max_resolution_px")
+    @classmethod
+    def _power_of_two(cls, value: int) -> int:
+        if value & (value - 1):
+            raise ValueError(f"must be a power of two, got {value}")
+        return value
+
+
+# --------------------------------------------------------------------------- consortium
+
+
+class SuperLinkConfig(_Strict):
+    """The Flower SuperLink the hub's federated tasks run through."""
+
+    host: str = Field("0.0.0.0", description="address to bind (Fleet, Control, Runtime APIs)")
+    port: int = Field(9092, ge=1, le=65535, description="one HTTPS port for all three APIs")
+    tls_dir: Path | None = Field(
+        Path("/etc/radshare/tls"), description="ca.crt, server.crt, server.key; None: --insecure"
+    )
+    enable_supernode_auth: bool = Field(True, description="only registered site keys may join")
+    database: Path | None = Field(
+        Path("/var/lib/radshare-hub/superlink.db"), description="SuperLink state; None: memory"
+    )
+
+
+class ConsortiumConfig(_Strict):
+    """What the operator runs: the hub's registry server and the SuperLink."""
+
+    hub: HubConfig = Field(default_factory=HubConfig)
+    superlink: SuperLinkConfig = Field(default_factory=SuperLinkConfig)
+
+
+# --------------------------------------------------------------------------- demo
+
+
+class ProfileSettings(_Strict):
+    """Sizes of every demo step; one preset per profile, overridable in demo.yaml."""
+
+    phantom_images: int = Field(600, ge=20, description="phantom images per site")
+    phantom_resolution_px: int = Field(64, ge=32, description="side of the phantom PNGs")
+    cache_resolution_px: int = Field(64, ge=4, description="ingest --max-resolution")
+    pggan_profile: Profile = Field("cpu", description="site_node.pggan profile")
+    pggan_resolution_px: int = Field(32, ge=4, description="PGGAN target resolution")
+    pggan_kimg_per_phase: float = Field(2.0, gt=0, description="kimg per PGGAN phase")
+    labeller_epochs: int = Field(4, ge=1, description="labeller training epochs per site")
+    audit_num_generated: int = Field(200, ge=10, description="generated images per local audit")
+    archive_images_per_site: int = Field(400, ge=10, description="synthetic archive size")
+    classifier_epochs: int = Field(4, ge=1, description="pooled classifier training epochs")
+    federated_timeout_s: float = Field(300.0, gt=0, description="limit of one federated run")
+    accelerator: Literal["cpu", "gpu", "auto"] = Field("cpu", description="torch device family")
+
+
+PROFILE_SETTINGS: dict[str, ProfileSettings] = {
+    "tiny": ProfileSettings(
+        phantom_images=120,
+        phantom_resolution_px=32,
+        cache_resolution_px=32,
+        pggan_profile="tiny",
+        pggan_resolution_px=16,
+        pggan_kimg_per_phase=0.3,
+        labeller_epochs=1,
+        audit_num_generated=40,
+        archive_images_per_site=60,
+        classifier_epochs=1,
+        federated_timeout_s=180.0,
+    ),
+    "cpu": ProfileSettings(),
+    "gpu": ProfileSettings(
+        phantom_images=4000,
+        phantom_resolution_px=256,
+        cache_resolution_px=256,
+        pggan_profile="gpu",
+        pggan_resolution_px=128,
+        pggan_kimg_per_phase=60.0,
+        labeller_epochs=10,
+        audit_num_generated=2000,
+        archive_images_per_site=4000,
+        classifier_epochs=10,
+        federated_timeout_s=1800.0,
+        accelerator="gpu",
+    ),
+}
+
+
+class DemoSite(_Strict):
+    """One demo site: its id, its phantom hospital style, or a real NIH-layout folder."""
+
+    site_id: str = Field(pattern=_SITE_ID_PATTERN)
+    phantom_style: str = Field("hospital-a", description="site_node.phantom style preset")
+    data_dir: Path | None = Field(None, description="labels.csv + images/; None: phantom data")
+
+
+def _default_demo_sites() -> list[DemoSite]:
+    return [
+        DemoSite(site_id="a", phantom_style="hospital-a"),
+        DemoSite(site_id="b", phantom_style="hospital-b"),
+    ]
+
+
+class DemoConfig(_Strict):
+    """The one-command demo: output folder, profile, sites, and loopback services."""
+
+    out_dir: Path = Field(Path("demo-out"), description="everything the demo writes")
+    profile: Profile = Field("cpu", description="tiny (tests) | cpu (2 cores) | gpu")
+    settings: ProfileSettings | None = Field(None, description="None: the profile's preset")
+    sites: list[DemoSite] = Field(default_factory=_default_demo_sites, min_length=1)
+    host: str = Field("127.0.0.1", description="loopback address every service binds")
+    flower_tls: bool = Field(True, description="TLS + SuperNode auth between Flower processes")
+    seed: int = Field(0, ge=0, description="seed of every random step")
+
+    def resolved_settings(self) -> ProfileSettings:
+        """Explicit settings, or the profile's preset."""
+        return self.settings or PROFILE_SETTINGS[self.profile]
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _resolve_paths(value: Any, base: Path) -> Any:
+    """Relative path-like strings under keys ending in dir/path/csv/images/key → absolute."""
+    if isinstance(value, dict):
+        return {k: _resolve_one(k, v, base) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_paths(v, base) for v in value]
+    return value
+
+
+_PATH_KEYS = ("dir", "path", "csv", "images", "key", "root", "database", "certificates")
+
+
+def _resolve_one(key: str, value: Any, base: Path) -> Any:
+    if isinstance(value, str) and key.endswith(_PATH_KEYS) and not Path(value).is_absolute():
+        return str(base / value)
+    return _resolve_paths(value, base)
+
+
+def load_config(model: type[_Model], path: Path | None = None, **overrides: Any) -> _Model:
+    """Read ``path`` (YAML) into ``model``, apply non-None top-level ``overrides``, validate.
+
+    Raises :class:`ConfigError` naming the file, the field and the value.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise ConfigError(f"{path}: cannot read config: {error}") from error
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        data = _resolve_paths(loaded, Path(path).resolve().parent)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(
+            f"{path or model.__name__}: field {field!r}: {first['msg']} "
+            f"(value {first.get('input')!r})"
+        ) from error

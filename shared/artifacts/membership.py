@@ -1,0 +1,79 @@
+"""Membership-inference audit results as they may leave a site: numbers only.
+
+A site attacks its own published generator: can the generator's samples tell the
+images it was trained on (members, the train split) from images of other patients
+it never saw (non-members, the holdout split)? :class:`MembershipSummary` holds,
+per attack, the ROC AUC and the true-positive rate at a low false-positive rate
+(Carlini et al. 2022: an attack matters by what it finds at low FPR), each with a
+percentile bootstrap CI. AUC 0.5 and TPR = FPR are what an attack without any
+membership signal gets. No score, image or row index is part of these models.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "MEMBERSHIP_SCHEMA_VERSION",
+    "AttackResult",
+    "MembershipSettings",
+    "MembershipSummary",
+]
+
+MEMBERSHIP_SCHEMA_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class MembershipSettings(_Strict):
+    """What the attack used: samples, query sets, distance space, bootstrap."""
+
+    num_samples: int = Field(default=5000, ge=1, le=1_000_000, description="images drawn from G")
+    sample_seed: int = Field(default=0, ge=0)
+    max_queries: int = Field(
+        default=1000, ge=2, description="members and non-members, each at most this many"
+    )
+    holdout_split: Literal["test", "val"] = "test"
+    reference_split: Literal["val", "test"] = Field(
+        default="val", description="real non-members that calibrate each query's difficulty"
+    )
+    distance_px: int = Field(default=32, ge=4, description="images box-averaged to this size")
+    target_fpr: float = Field(default=0.01, gt=0, lt=1)
+    num_resamples: int = Field(default=1000, ge=10, le=100_000)
+    seed: int = Field(default=0, ge=0, description="query subsets and bootstrap")
+
+
+class AttackResult(_Strict):
+    """One attack's separation of members from non-members, with 95% bootstrap CIs."""
+
+    method: str = Field(max_length=64)
+    roc_auc: float = Field(ge=0, le=1)
+    roc_auc_ci95: tuple[float, float]
+    tpr_at_target_fpr: float = Field(ge=0, le=1)
+    tpr_at_target_fpr_ci95: tuple[float, float]
+
+
+class MembershipSummary(_Strict):
+    """A site's membership-inference audit of one generator: aggregates only."""
+
+    schema_version: int = MEMBERSHIP_SCHEMA_VERSION
+    created: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    settings: MembershipSettings
+    resolution_px: int = Field(ge=4)
+    num_members: int = Field(ge=1)
+    num_nonmembers: int = Field(ge=1)
+    num_reference: int = Field(ge=1)
+    attacks: list[AttackResult] = Field(min_length=1, max_length=8)
+    seconds: float = Field(ge=0)
+
+    def attack(self, method: str) -> AttackResult:
+        """The result of ``method`` (KeyError naming the methods present)."""
+        for result in self.attacks:
+            if result.method == method:
+                return result
+        raise KeyError(f"no attack {method!r}; present: {[a.method for a in self.attacks]}")
