@@ -46,7 +46,7 @@ def _sample_data() -> Path:
     return Path(root)
 
 
-def stage_sites(work: Path, pggan_kimg_per_phase: float, labeller_epochs: int) -> None:
+def stage_sites(work: Path, pggan_kimg_per_phase: float, labeller_epochs: int, sites: list[str]) -> None:
     """Cache, PGGAN and labeller per site (all at the site)."""
     from helpers_cache import build_site_cache
 
@@ -54,7 +54,8 @@ def stage_sites(work: Path, pggan_kimg_per_phase: float, labeller_epochs: int) -
     from site_node.pggan.options import TrainOptions
     from site_node.pggan.train import train
 
-    for site, folder in SITES.items():
+    for site in sites:
+        folder = SITES[site]
         cache_dir = work / f"site-{site}" / "cache"
         cache = build_site_cache(_sample_data() / folder, cache_dir, resolutions_px=(32,))
         run_dir = work / f"site-{site}" / "pggan"
@@ -98,11 +99,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stage", default="all")
     parser.add_argument("--pggan-kimg-per-phase", type=float, default=8.0)
     parser.add_argument("--labeller-epochs", type=int, default=12)
+    parser.add_argument("--sites", default="a,b", help="sites of stage 'sites'")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args.work.mkdir(parents=True, exist_ok=True)
     if args.stage in ("all", "sites"):
-        stage_sites(args.work, args.pggan_kimg_per_phase, args.labeller_epochs)
+        stage_sites(args.work, args.pggan_kimg_per_phase, args.labeller_epochs, args.sites.split(","))
     np.set_printoptions(precision=3)
     (args.work / "done_stages.json").write_text(json.dumps({"last": args.stage}))
 

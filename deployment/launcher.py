@@ -107,7 +107,10 @@ class Consortium:
         return self
 
     def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop_all()
 
@@ -227,7 +230,7 @@ class Consortium:
         scheme = "https" if self.flower_tls else "http"
         context = ssl.create_default_context(cafile=str(self.tls_dir / "ca.crt"))
         url = f"{scheme}://{self.host}:{port}/health"
-        with urllib.request.urlopen(url, timeout=2.0, context=context) as reply:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=2.0, context=context) as reply:
             return bool(reply.status == 200)
 
     # ------------------------------------------------------------------ SuperNodes
@@ -260,7 +263,10 @@ class Consortium:
         ]
         argv += self._supernode_auth_args(site_id, key_dir)
         env = service_env(
-            {"FLWR_HOME": str(self.root / "flwr" / name), "RADSHARE_LOG_COMPONENT": f"site.{site_id}"}
+            {
+                "FLWR_HOME": str(self.root / "flwr" / name),
+                "RADSHARE_LOG_COMPONENT": f"site.{site_id}",
+            }
         )
         ports = {"runtime": runtime_port, "health": health_port}
         service = self._add(start_service(name, argv, log_dir=self.log_dir, env=env, ports=ports))

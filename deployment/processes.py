@@ -168,7 +168,7 @@ def start_service(
         env=dict(env) if env is not None else service_env(),
         cwd=cwd,
         start_new_session=True,
-        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,  # noqa: PLW1509
+        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
     )
     assert process.stdout is not None
     pump = threading.Thread(

@@ -160,8 +160,8 @@ def ensure_consortium_certs(
     Returns the certificate files written by this call (existing ones are kept as they are).
     """
     identities = list(identities)
-    for identity in identities:
-        parse_identity(identity)  # refuse them all before writing anything
+    for name in identities:
+        parse_identity(name)  # refuse them all before writing anything
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []

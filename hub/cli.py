@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from hub.commands import certs, list_artifacts, pull, quality, register_site, serve
+from hub.commands import certs, list_artifacts, pull, quality, register_site, serve, synthesize
 from shared.errors import RadshareError
 
 __all__ = ["app", "main"]
@@ -31,6 +31,7 @@ app.command("pull")(pull.pull)
 app.command("quality")(quality.quality)
 app.command("register-site")(register_site.register_site)
 app.command("serve")(serve.serve)
+app.command("synthesize")(synthesize.synthesize)
 
 
 def main() -> None:

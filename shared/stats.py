@@ -175,4 +175,3 @@ def bootstrap_ci(
     tail = (1.0 - confidence) / 2.0
     low, high = np.quantile(np.asarray(values), [tail, 1.0 - tail])
     return BootstrapCI(float(estimate), float(low), float(high), confidence, len(values))
-

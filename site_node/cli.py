@@ -15,6 +15,9 @@ from shared.errors import RadshareError
 from site_node.commands import keygen, publish, reader_study
 from site_node.commands.ingest import ingest_command
 from site_node.commands.phantom import phantom
+from site_node.commands.sample import sample_command
+from site_node.commands.train import train_command
+from site_node.commands.train_labeller import train_labeller_command
 
 __all__ = ["app", "main"]
 
@@ -31,6 +34,9 @@ app.command("ingest")(ingest_command)
 app.command("keygen")(keygen.keygen)
 app.command("phantom")(phantom)
 app.command("publish")(publish.publish)
+app.command("sample")(sample_command)
+app.command("train")(train_command)
+app.command("train-labeller")(train_labeller_command)
 app.add_typer(reader_study.app, name="reader-study")
 
 

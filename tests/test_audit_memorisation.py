@@ -30,8 +30,8 @@ from site_node.audit.memorisation import run_memorisation_audit
 from site_node.data.cache import SiteCache, write_cache
 
 RES_PX = 64
-SEEDS = (0, 1, 2, 3)
-SETTINGS = {"num_samples": 100, "num_permutations": 1999, "reference_samples": 0}
+SEEDS = (0, 1, 2)
+SETTINGS = {"num_samples": 60, "num_permutations": 1999, "reference_samples": 0}
 NULL_GENERATORS = ("fresh_patients", "other_site")
 
 Sampler = Callable[[int, int], np.ndarray]
@@ -164,7 +164,7 @@ def test_planted_memorisation_is_flagged_by_ssim_and_by_the_holdout_test(audits,
             "ssim_holdout": True,
             "feature_holdout": True,
         }
-        assert summary.near_copy_count >= 10
+        assert summary.near_copy_count >= 6  # of 60 samples
         # Every sample nearer train than holdout; the permutation p-value at its floor.
         assert summary.ssim_test.split_fraction_train == 1.0
         floor = 1 / (1 + SETTINGS["num_permutations"])
@@ -183,7 +183,7 @@ def test_holdout_copies_are_never_flagged(audits):
 @pytest.mark.realdata
 def test_clean_generators_false_positive_rate_is_at_the_test_level(audits):
     # Under "no memorisation" each audit fails with probability <= alpha = 0.05 (two tests
-    # at alpha/2). Of 8 clean audits, 3 or more would fail with probability < 0.6%.
+    # at alpha/2). Of 6 clean audits, 3 or more would fail with probability < 0.3%.
     verdicts = [audits[name, seed] for name in NULL_GENERATORS for seed in SEEDS]
     assert all(summary.near_copy_count == 0 for summary in verdicts)
     assert sum(not summary.passed for summary in verdicts) <= 2

@@ -1,4 +1,4 @@
-"""Labeller training mechanics on small synthetic caches: loss, weights, augmentation, run folder."""
+"""Labeller training mechanics on small synthetic data: loss, weights, augmentation, run folder."""
 
 import json
 
@@ -69,9 +69,10 @@ def test_evaluate_classes_thresholds_from_val_and_none_for_absent_classes():
     rows = evaluate_classes(["Mass", "Nodule"], val_s, val_y, test_s, test_y, num_resamples=200)
     assert rows[1].threshold_logit is None and rows[1].val_auc is None
     assert rows[1].test_auc is not None and rows[1].test_auc_ci95 is not None
-    j = lambda t: (
-        (val_s[val_y[:, 0] == 1, 0] >= t).mean() - (val_s[val_y[:, 0] == 0, 0] >= t).mean()
-    )  # noqa: E731
+
+    def j(t):
+        return (val_s[val_y[:, 0] == 1, 0] >= t).mean() - (val_s[val_y[:, 0] == 0, 0] >= t).mean()
+
     assert j(rows[0].threshold_logit) == pytest.approx(max(j(t) for t in val_s[:, 0]))
 
 

@@ -163,13 +163,13 @@ def test_balance_gives_each_label_its_quota(sources):
 def test_enrich_adds_unused_images_of_the_class(sources):
     base = plan_pool(sources, PoolOptions(strategy=PoolStrategy.BALANCE, images_per_label=3))
     options = PoolOptions(
-        strategy=PoolStrategy.BALANCE, images_per_label=3, enrich={"Cardiomegaly": 4}
+        strategy=PoolStrategy.BALANCE, images_per_label=3, enrich={"Cardiomegaly": 2}
     )
     plan = plan_pool(sources, options)
-    assert len(plan) == len(base) + 4
+    assert len(plan) == len(base) + 2
     extra = plan.reason == "enrich:Cardiomegaly"
     labels, _, _ = plan_labels(plan, sources)
-    assert extra.sum() == 4 and labels[extra, plan.label_space.index("Cardiomegaly")].all()
+    assert extra.sum() == 2 and labels[extra, plan.label_space.index("Cardiomegaly")].all()
     assert len(set(zip(plan.source_index, plan.row_index, strict=True))) == len(plan)
     with pytest.raises(ConfigError, match="only"):
         plan_pool(sources, PoolOptions(enrich={"Atelectasis": 99}))

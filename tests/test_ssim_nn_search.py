@@ -17,6 +17,7 @@ from shared.metrics.nn_search import (
     SearchOptions,
     exhaustive_topk,
     prefiltered_topk,
+    ssim_matrix,
     topk_recall,
 )
 from shared.metrics.ssim import SSIMSettings
@@ -133,3 +134,11 @@ def test_k_larger_than_the_real_set_is_refused():
     images = np.zeros((3, 16, 16), np.uint8)
     with pytest.raises(ConfigError, match="k=4"):
         exhaustive_topk(images, images, 4)
+
+
+@pytest.mark.realdata
+def test_ssim_matrix_is_every_pair(real_set):
+    queries, reals = real_set
+    expected = _brute_force(queries[:3], reals[:20], SSIMSettings())
+    got = ssim_matrix(queries[:3], reals[:20], options=SMALL_CHUNKS)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=1e-4)

@@ -157,7 +157,9 @@ class ClassOptimisationStats:
 
     def classes(self) -> list[str]:
         """Every class with at least one finished start, sorted."""
-        return sorted(set(self.converged) | set(self.gave_up_plateau) | set(self.gave_up_step_limit))
+        return sorted(
+            set(self.converged) | set(self.gave_up_plateau) | set(self.gave_up_step_limit)
+        )
 
 
 class _Slots:
@@ -267,7 +269,9 @@ class BatchedClassOptimiser:
             if done_l[i]:
                 yield Converged(start, z_cpu[i].clone(), logits[i], steps[i])
             else:
-                reason: Literal["plateau", "step_limit"] = "plateau" if stalled_l[i] else "step_limit"
+                reason: Literal["plateau", "step_limit"] = (
+                    "plateau" if stalled_l[i] else "step_limit"
+                )
                 yield GaveUp(start, reason, best[i], steps[i])
 
     def _adam_ascent(self, slots: _Slots, rows: torch.Tensor, grad: torch.Tensor) -> None:
@@ -280,4 +284,6 @@ class BatchedClassOptimiser:
         v = beta2 * slots.v[rows] + (1 - beta2) * grad * grad
         slots.m[rows], slots.v[rows] = m, v
         m_hat, v_hat = m / (1 - beta1**t), v / (1 - beta2**t)
-        slots.z[rows] = slots.z[rows] + self.settings.learning_rate * m_hat / (v_hat.sqrt() + ADAM_EPS)
+        slots.z[rows] = slots.z[rows] + self.settings.learning_rate * m_hat / (
+            v_hat.sqrt() + ADAM_EPS
+        )

@@ -11,6 +11,7 @@ agrees with its target); rejected draws are counted and replaced, up to
 Labels of a kept image (:func:`finding_labels`): every finding whose logit reaches its
 Youden threshold, joined with "|" in label-space order, or "No Finding" when none does
 (NIH's ``Finding Labels`` convention). Classes without a threshold are never assigned.
+Images are scored after rounding to 8 bits, so the labels describe the PNG as written.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ __all__ = [
     "PatientSeries",
     "acceptance_mask",
     "finding_labels",
+    "quantise",
     "sample_patients",
     "to_uint8",
 ]
@@ -70,6 +72,11 @@ class PatientSeries:
     def complete(self) -> bool:
         """Whether every requested follow-up was kept."""
         return len(self.images) >= self.request.num_images
+
+
+def quantise(images: torch.Tensor) -> torch.Tensor:
+    """Round ``[-1, 1]`` images to the 256 grey levels of an 8-bit PNG (still in [-1, 1])."""
+    return ((images.float() + 1.0) * 127.5).round().clamp(0, 255) / 127.5 - 1.0
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -114,7 +121,7 @@ def _generate(
 ) -> tuple[np.ndarray, torch.Tensor]:
     images, logits = [], []
     for chunk in z.split(batch_size):
-        x = G(chunk.to(device))
+        x = quantise(G(chunk.to(device)))  # score exactly what the PNG will hold
         logits.append(labeller(x).float().cpu())
         images.append(to_uint8(x))
     return np.concatenate(images), torch.cat(logits)
@@ -140,7 +147,8 @@ def sample_patients(
     streams = [torch.Generator().manual_seed(r.seed) for r in requests]
     while True:
         todo = [
-            i for i, s in enumerate(series)
+            i
+            for i, s in enumerate(series)
             if not s.complete and s.num_drawn < cfg.max_draws_per_image * s.request.num_images
         ]
         if not todo:

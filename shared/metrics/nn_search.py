@@ -42,6 +42,7 @@ __all__ = [
     "correlation_candidates",
     "exhaustive_topk",
     "prefiltered_topk",
+    "ssim_matrix",
     "topk_recall",
 ]
 
@@ -229,6 +230,31 @@ def exhaustive_topk(
     counters.seconds += time.perf_counter() - started
     log.debug("exhaustive top-%d: %d pairs in %.2f s", k, counters.num_pairs, counters.seconds)
     return _concat(results)
+
+
+def ssim_matrix(
+    queries: Images,
+    reals: Images,
+    settings: SSIMSettings | None = None,
+    *,
+    options: SearchOptions | None = None,
+) -> torch.Tensor:
+    """Mean SSIM of every (query, real) pair, ``[Q, R]`` float64 on the CPU.
+
+    For sets small enough to hold ``Q × R`` numbers (calibration studies, tests); the
+    search functions keep only the top-k.
+    """
+    options, settings = options or SearchOptions(), settings or SSIMSettings()
+    counters = SearchCounters()
+    rows = []
+    for q0 in range(0, len(queries), options.query_chunk):
+        q_stats = _stats(queries[q0 : q0 + options.query_chunk], settings, options, counters)
+        columns = []
+        for r0 in range(0, len(reals), options.real_chunk):
+            r_stats = _stats(reals[r0 : r0 + options.real_chunk], settings, options, counters)
+            columns.append(_similarity_matrix(q_stats, r_stats, options, counters).cpu())
+        rows.append(torch.cat(columns, dim=1))
+    return torch.cat(rows)
 
 
 def _stats(

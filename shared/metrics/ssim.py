@@ -245,12 +245,13 @@ def window_stats(
     data_range = _data_range(batch, settings)
     if min(batch.shape[-2:]) < settings.window_px:
         raise DataError(f"images {tuple(batch.shape[-2:])} are smaller than the window")
-    raw = batch.to(device=device, dtype=torch.float64)
-    centred = raw - raw.mean(dim=(-2, -1), keepdim=True)
+    raw = batch.to(device=device, dtype=dtype)
+    # Any per-image offset leaves (co)variances unchanged; the image mean keeps float32 exact.
+    offset = raw.mean(dim=(-2, -1), keepdim=True)
+    centred = raw - offset
     kernel = settings.kernel_1d(dtype, device)
-    raw, centred = raw.to(dtype), centred.to(dtype)
-    mean = filter_valid(raw, settings, kernel)
     mean_centred = filter_valid(centred, settings, kernel)
+    mean = mean_centred + offset  # the window's weights sum to one
     second = filter_valid(centred * centred, settings, kernel)
     var = settings.cov_norm * (second - mean_centred**2)
     return WindowStats(centred, mean, mean_centred, var, kernel, settings, data_range)

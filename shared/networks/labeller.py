@@ -28,7 +28,7 @@ import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal, cast
 
 import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -79,11 +79,11 @@ class LabellerConfig(BaseModel):
 
     resolution_px: int = Field(64, description="input size; must equal the generator's")
     class_names: tuple[str, ...] = Field(NIH_LABELS, description="output order of the logits")
-    init_features: int = Field(64, ge=1, description="DenseNet stem width (121: 64)")
-    growth_rate: int = Field(32, ge=1, description="DenseNet growth rate (121: 32)")
-    block_config: tuple[int, int, int, int] = Field(
-        (6, 12, 24, 16), description="layers per dense block (121: 6, 12, 24, 16)"
-    )
+    init_features: Annotated[int, Field(ge=1, description="DenseNet stem width (121: 64)")] = 64
+    growth_rate: Annotated[int, Field(ge=1, description="DenseNet growth rate (121: 32)")] = 32
+    block_config: Annotated[
+        tuple[int, int, int, int], Field(description="layers per dense block (121: 6, 12, 24, 16)")
+    ] = (6, 12, 24, 16)
 
     @field_validator("resolution_px")
     @classmethod
@@ -122,19 +122,20 @@ class Labeller(nn.Module):
     @property
     def num_features(self) -> int:
         """Width of :meth:`embed`'s output."""
-        return int(self.net.class_layers.out.in_features)
+        return int(cast(nn.Linear, self.net.class_layers.out).in_features)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features ``[N, num_features]`` (ReLU, global average pool)."""
         r = self.cfg.resolution_px
         if x.ndim != 4 or x.shape[1:] != (1, r, r):
             raise ValueError(f"labeller expects [N, 1, {r}, {r}], got {list(x.shape)}")
-        head = self.net.class_layers
-        return head.flatten(head.pool(head.relu(self.net.features(x))))
+        trunk = cast(nn.Module, self.net.features)
+        head = cast(nn.Sequential, self.net.class_layers)  # relu, pool, flatten, out
+        return head[:-1](trunk(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[N, len(class_names)]``."""
-        return self.net.class_layers.out(self.embed(x))
+        return cast(nn.Sequential, self.net.class_layers)[-1](self.embed(x))
 
 
 class ClassMetrics(BaseModel):
@@ -149,9 +150,9 @@ class ClassMetrics(BaseModel):
     val_auc: float | None = None
     test_auc: float | None = None
     test_auc_ci95: tuple[float, float] | None = None
-    train_positives: int = Field(0, ge=0)
-    val_positives: int = Field(0, ge=0)
-    test_positives: int = Field(0, ge=0)
+    train_positives: Annotated[int, Field(ge=0)] = 0
+    val_positives: Annotated[int, Field(ge=0)] = 0
+    test_positives: Annotated[int, Field(ge=0)] = 0
 
 
 class LabellerTrainingSummary(BaseModel):
@@ -159,10 +160,10 @@ class LabellerTrainingSummary(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    epochs_trained: int = Field(0, ge=0)
+    epochs_trained: Annotated[int, Field(ge=0)] = 0
     best_val_macro_auc: float | None = None
     lr: float = 1e-3
-    batch_size: int = Field(32, ge=1)
+    batch_size: Annotated[int, Field(ge=1)] = 32
     seed: int = 0
     loss: str = "weighted binary cross entropy (Guendel et al.)"
     augmentation: dict[str, float] = Field(default_factory=dict)
@@ -184,8 +185,8 @@ class _LabellerDescription(BaseModel):
     val_macro_auc: float | None = None
     test_macro_auc: float | None = None
     input_format: str = "[N, 1, R, R] float32 in [-1, 1]; R = labeller_config.resolution_px"
-    training: LabellerTrainingSummary = Field(default_factory=LabellerTrainingSummary)
-    data: LabellerDataSummary = Field(default_factory=LabellerDataSummary)
+    training: LabellerTrainingSummary = Field(default_factory=lambda: LabellerTrainingSummary())
+    data: LabellerDataSummary = Field(default_factory=lambda: LabellerDataSummary())
     dp: DPParameters | None = None
 
     @model_validator(mode="after")
@@ -258,7 +259,9 @@ def _check_labeller_tensors(
     expected = labeller_tensor_spec(model.labeller_config)
     if set(tensors) != set(expected):
         extra, missing = sorted(set(tensors) - set(expected)), sorted(set(expected) - set(tensors))
-        raise ArtifactError(f"{file_name}: not the labeller's tensors: extra {extra[:5]}, missing {missing[:5]}")
+        raise ArtifactError(
+            f"{file_name}: not the labeller's tensors: extra {extra[:5]}, missing {missing[:5]}"
+        )
     for name, spec in expected.items():
         if tensors[name] != spec:
             raise ArtifactError(f"{file_name}: tensor {name!r} is {tensors[name]}, expected {spec}")
@@ -279,7 +282,9 @@ def write_labeller_bundle(
         "site_id": site_id,
         "resolution_px": card.labeller_config.resolution_px,
     }
-    with tempfile.TemporaryDirectory(dir=out_dir.parent if out_dir.parent.exists() else None) as tmp:
+    with tempfile.TemporaryDirectory(
+        dir=out_dir.parent if out_dir.parent.exists() else None
+    ) as tmp:
         weights = Path(tmp) / WEIGHTS_FILE
         state = {k: v.detach().cpu().contiguous() for k, v in labeller.state_dict().items()}
         save_file(state, str(weights), metadata={"format": "pt"})

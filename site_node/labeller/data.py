@@ -80,7 +80,9 @@ def augment_batch(
         [torch.stack([cos * mirror, -sin, zero], 1), torch.stack([sin * mirror, cos, zero], 1)], 1
     )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x01 = F.grid_sample((x + 1) / 2, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    x01 = F.grid_sample(
+        (x + 1) / 2, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
     factor_b = 1 + (torch.rand(n, 1, 1, 1, device=device) * 2 - 1) * brightness
     factor_c = 1 + (torch.rand(n, 1, 1, 1, device=device) * 2 - 1) * contrast
     x01 = (x01 * factor_b).clamp(0, 1)

@@ -81,9 +81,15 @@ def format_table(evaluations: Sequence[ClassEvaluation]) -> str:
     def num(value: float | None) -> str:
         return "   -  " if value is None else f"{value:6.3f}"
 
-    lines = [f"{'class':20s} {'val+':>4s} {'test+':>5s} {'T_logit':>7s} {'valAUC':>6s} testAUC [95% CI]"]
+    lines = [
+        f"{'class':20s} {'val+':>4s} {'test+':>5s} {'T_logit':>7s} {'valAUC':>6s} testAUC [95% CI]"
+    ]
     for e in evaluations:
-        ci = "" if e.test_auc_ci95 is None else f" [{e.test_auc_ci95[0]:.3f}, {e.test_auc_ci95[1]:.3f}]"
+        ci = (
+            ""
+            if e.test_auc_ci95 is None
+            else f" [{e.test_auc_ci95[0]:.3f}, {e.test_auc_ci95[1]:.3f}]"
+        )
         lines.append(
             f"{e.name:20s} {e.val_positives:4d} {e.test_positives:5d} {num(e.threshold_logit):>7s} "
             f"{num(e.val_auc)} {num(e.test_auc)}{ci}"

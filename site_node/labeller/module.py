@@ -33,6 +33,9 @@ def weighted_bce_with_logits(
 class LabellerModule(pl.LightningModule):
     """Trains a labeller; logs ``train_loss``, ``val_loss`` and ``val_macro_auc``."""
 
+    w_pos: torch.Tensor
+    w_neg: torch.Tensor
+
     def __init__(
         self,
         cfg: LabellerConfig,

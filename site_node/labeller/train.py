@@ -236,7 +236,11 @@ def train_labeller(options: LabellerTrainOptions) -> LabellerTrainResult:
         "contrast": options.contrast,
     }
     module = LabellerModule(
-        cfg, w_pos, w_neg, lr=options.lr, lr_patience_epochs=options.lr_patience_epochs,
+        cfg,
+        w_pos,
+        w_neg,
+        lr=options.lr,
+        lr_patience_epochs=options.lr_patience_epochs,
         augment=augment,
     )
 
@@ -255,8 +259,13 @@ def train_labeller(options: LabellerTrainOptions) -> LabellerTrainResult:
     val_logits, val_labels = predict_logits(labeller, splits["val"])
     test_logits, test_labels = predict_logits(labeller, splits["test"])
     evaluations = evaluate_classes(
-        class_names, val_logits, val_labels, test_logits, test_labels,
-        num_resamples=options.bootstrap_resamples, seed=options.seed,
+        class_names,
+        val_logits,
+        val_labels,
+        test_logits,
+        test_labels,
+        num_resamples=options.bootstrap_resamples,
+        seed=options.seed,
     )
     macro = (macro_roc_auc(val_labels, val_logits), macro_roc_auc(test_labels, test_logits))
     table = format_table(evaluations)
@@ -273,7 +282,13 @@ def train_labeller(options: LabellerTrainOptions) -> LabellerTrainResult:
         seed=options.seed,
         augmentation=augment,
     )
-    data = LabellerDataSummary(images_per_split={s: len(d) for s, d in splits.items()})
+    data = LabellerDataSummary(
+        images_per_split={
+            "train": len(splits["train"]),
+            "val": len(splits["val"]),
+            "test": len(splits["test"]),
+        }
+    )
     card = _card(cfg, evaluations, splits["train"].labels, training, data, macro)
     export_dir = save_labeller_export(options.out_dir / "export", labeller, card)
     return LabellerTrainResult(export_dir=export_dir, card=card, evaluations=evaluations)

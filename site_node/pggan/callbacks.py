@@ -167,4 +167,11 @@ class PGGANProgressBar(TQDMProgressBar):
             "alpha": f"{state.alpha:.2f}",
             "kimg": f"{pl_module.cur_nimg / 1000:.1f}",
             "img/s": f"{self._images_per_s:.0f}",
+            **_privacy_metrics(pl_module),
         }
+
+
+def _privacy_metrics(pl_module: PGGANModule) -> dict[str, str]:
+    """ε spent so far under DP-SGD (``site_node.privacy.dp_module``); nothing without DP."""
+    epsilon = getattr(pl_module, "epsilon_so_far", None)
+    return {} if epsilon is None else {"ε": f"{epsilon:.2f}"}

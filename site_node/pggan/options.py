@@ -31,12 +31,12 @@ PROFILES: dict[str, dict[str, Any]] = {
     "tiny": {
         "resolution_px": 32,
         "z_dim": 64,
-        "fmap_base": 512,
-        "fmap_max": 64,
-        "kimg_per_phase": 3.0,
-        "batch_sizes": {4: 32, 8: 32, 16: 32, 32: 32},
-        "tick_kimg": 1.0,
-        "sample_every_kimg": 6.0,
+        "fmap_base": 256,
+        "fmap_max": 32,
+        "kimg_per_phase": 1.5,
+        "batch_sizes": {4: 16, 8: 16, 16: 16, 32: 16},
+        "tick_kimg": 0.5,
+        "sample_every_kimg": 1.5,
         "ema_halflife_kimg": 1.0,
     },
     "cpu": {

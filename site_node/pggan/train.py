@@ -61,8 +61,8 @@ def train(
     reals = RealImages(cache, options.resolution_px, split="train")
     log.info("training set: %d images, target %dpx", len(reals), options.resolution_px)
 
-    # Construct G, D, G_ema and the schedule.
-    module = PGGANModule(options, reals)
+    # Construct G, D, G_ema and the schedule (a DP-SGD critic when options.dp is set).
+    module = PGGANModule(options, reals) if options.dp is None else _dp_module(options, reals)
     for phase in module.schedule.phases:
         log.info("phase %s", phase.as_dict())
 
@@ -130,7 +130,16 @@ def training_summary(options: TrainOptions, module: PGGANModule) -> dict[str, An
         "precision": options.precision,
         "devices": options.devices,
         "profile": options.profile,
+        # DP-SGD parameters, segments and ε (site_node.privacy.dp_module); None without DP.
+        "dp": getattr(module, "privacy_summary", lambda: None)(),
     }
+
+
+def _dp_module(options: TrainOptions, reals: RealImages) -> PGGANModule:
+    """The DP-SGD variant of the module (imports Opacus only for DP runs)."""
+    from site_node.privacy.dp_module import DPPGGANModule
+
+    return DPPGGANModule(options, reals)
 
 
 def data_summary(cache: SiteCache) -> dict[str, Any]:

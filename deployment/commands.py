@@ -1,0 +1,128 @@
+"""Run one demo step as a separate process: the CLI verb a person would type, logged and timed.
+
+:func:`run_command` starts ``argv`` with the component's tag in its environment, pumps
+its output into ``<logs>/<component>.log`` (structured, redacted), logs a heartbeat with
+the child's latest line every ``heartbeat_s`` (progress of long jobs), and raises
+:class:`StepFailedError` with the tail of the output when it exits non-zero.
+:func:`has_verb` tells whether ``radshare-site`` / ``radshare-hub`` offers a verb yet.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+
+from deployment.processes import service_env, tag_line, tool
+from shared.errors import RadshareError
+
+__all__ = ["StepFailedError", "has_verb", "python_task", "run_command"]
+
+log = logging.getLogger("radshare.deployment.demo")
+
+
+class StepFailedError(RadshareError):
+    """A step's process exited non-zero; the message holds the command and its last lines."""
+
+
+@functools.cache
+def has_verb(program: str, verb: str) -> bool:
+    """Whether ``program`` (radshare-site / radshare-hub) registers ``verb``."""
+    if program == "radshare-site":
+        from site_node.cli import app
+    elif program == "radshare-hub":
+        from hub.cli import app
+    else:
+        return False
+    names = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    return verb in names
+
+
+def python_task(*args: str) -> list[str]:
+    """``python -m deployment.tasks ARGS`` with this interpreter."""
+    return [sys.executable, "-m", "deployment.tasks", *args]
+
+
+def _pump(stream, sink, component: str, tail: deque[str]) -> None:
+    for raw in iter(stream.readline, b""):
+        line = tag_line(component, raw.decode("utf-8", errors="replace"))
+        sink.write(line)
+        sink.flush()
+        tail.append(line.rstrip("\n"))
+
+
+def run_command(
+    component: str,
+    argv: Sequence[str],
+    *,
+    log_dir: Path,
+    what: str,
+    timeout_s: float = 3600.0,
+    heartbeat_s: float = 30.0,
+) -> list[str]:
+    """Run ``argv`` (first item a console-script name or a path) as ``component``.
+
+    Returns the last output lines. Raises :class:`StepFailedError` on a non-zero exit or
+    after ``timeout_s`` (the process is killed).
+    """
+    log_dir.mkdir(parents=True, exist_ok=True)
+    argv = [tool(argv[0]) if "/" not in argv[0] else argv[0], *argv[1:]]
+    env = service_env({"RADSHARE_LOG_COMPONENT": component})
+    tail: deque[str] = deque(maxlen=25)
+    started = time.monotonic()
+    log.info("%s: %s", what, " ".join(Path(a).name if i == 0 else a for i, a in enumerate(argv)))
+    with (log_dir / f"{component}.log").open("a", encoding="utf-8") as sink:
+        process = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+        pump = threading.Thread(target=_pump, args=(process.stdout, sink, component, tail))
+        pump.start()
+        code = _wait(process, what, started, timeout_s, heartbeat_s, tail)
+        pump.join()
+    elapsed_s = time.monotonic() - started
+    if code != 0:
+        last = "\n".join(_message_of(line) for line in list(tail)[-12:])
+        raise StepFailedError(f"{what}: exit {code} after {elapsed_s:.0f} s; last output:\n{last}")
+    log.info("%s: done in %.1f s", what, elapsed_s)
+    return list(tail)
+
+
+def _wait(
+    process: subprocess.Popen[bytes],
+    what: str,
+    started: float,
+    timeout_s: float,
+    heartbeat_s: float,
+    tail: deque[str],
+) -> int:
+    next_beat = started + heartbeat_s
+    while True:
+        try:
+            return process.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            now = time.monotonic()
+            if now - started > timeout_s:
+                process.kill()
+                process.wait()
+                raise StepFailedError(f"{what}: killed after {timeout_s:.0f} s") from None
+            if now >= next_beat:
+                latest = _message_of(tail[-1]) if tail else "(no output yet)"
+                log.info("%s: running %.0f s; latest: %s", what, now - started, latest[:160])
+                next_beat = now + heartbeat_s
+
+
+def _message_of(line: str) -> str:
+    """The msg part of a structured line (the whole line if it has none)."""
+    marker = " msg="
+    index = line.find(marker)
+    return line[index + len(marker) :].strip('"') if index >= 0 else line

@@ -1,0 +1,171 @@
+"""What the hub does in the demo, one function per step, each a ``radshare-hub`` process
+or a Flower run through the SuperLink.
+
+Steps whose verb has not landed yet raise :class:`StepFailedError` saying so; the report then
+shows that section as blocked with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from deployment.commands import StepFailedError, has_verb, run_command
+from deployment.flower import FlowerConnection, run_app
+from deployment.site_steps import DemoContext
+
+__all__ = [
+    "FLOWER_APP_CANDIDATES",
+    "federated_task",
+    "make_certs",
+    "pull_bundle",
+    "require_verb",
+    "run_hub",
+]
+
+#: Where the hub's Flower app (ServerApp + ClientApp, one pyproject.toml) may live.
+FLOWER_APP_CANDIDATES = ("hub/flower/app", "hub/flower", "site_node/flower/app", "flower_app")
+
+
+def run_hub(ctx: DemoContext, what: str, argv: list[str], timeout_s: float = 3600.0) -> list[str]:
+    """Run a hub verb tagged ``hub``; returns its last output lines."""
+    return run_command(
+        "hub", argv, log_dir=ctx.layout.logs, what=f"hub: {what}", timeout_s=timeout_s
+    )
+
+
+def require_verb(program: str, verb: str, owner: str) -> None:
+    """StepFailedError naming the missing verb and the component that owns it."""
+    if not has_verb(program, verb):
+        raise StepFailedError(f"`{program} {verb}` does not exist yet (component: {owner})")
+
+
+def make_certs(ctx: DemoContext) -> dict[str, Any]:
+    """The consortium's TLS material: CA, hub server, one identity per site, operator, auditor."""
+    identities = [f"site:{s.site_id}" for s in ctx.config.sites] + ["operator", "auditor"]
+    argv = ["radshare-hub", "certs", "--out", str(ctx.layout.tls)]
+    for identity in identities:
+        argv += ["-i", identity]
+    run_hub(ctx, "TLS material", argv)
+    return {"tls_dir": str(ctx.layout.tls), "identities": identities}
+
+
+def pull_bundle(ctx: DemoContext, hub_address: str, artifact_id: str, out: Path) -> dict[str, Any]:
+    """Pull one bundle (hashes and signature verified) into ``out`` as the operator."""
+    if not (out / "manifest.json").is_file():
+        if out.exists():
+            import shutil
+
+            shutil.rmtree(out)
+        argv = ["radshare-hub", "pull", artifact_id, "--out", str(out), "--hub", hub_address]
+        argv += ["--tls-dir", str(ctx.layout.tls), "--identity", "operator"]
+        run_hub(ctx, f"pull {artifact_id[:12]}", argv)
+    manifest = json.loads((out / "manifest.json").read_text())
+    return {"bundle": str(out), "manifest": manifest}
+
+
+def find_flower_app(repo_root: Path) -> Path:
+    """The Flower app folder (with a pyproject.toml naming serverapp and clientapp)."""
+    for candidate in FLOWER_APP_CANDIDATES:
+        folder = repo_root / candidate
+        if (folder / "pyproject.toml").is_file():
+            return folder
+    raise StepFailedError(
+        "no Flower app folder yet (looked for pyproject.toml in "
+        f"{', '.join(FLOWER_APP_CANDIDATES)}; components: site_node/flower + hub/flower)"
+    )
+
+
+def federated_task(
+    ctx: DemoContext,
+    connection: FlowerConnection,
+    app_dir: Path,
+    *,
+    name: str,
+    run_config: dict[str, object],
+) -> dict[str, Any]:
+    """Submit one federated task (``flwr run``) and wait for it; its status and log."""
+    import logging
+
+    log = logging.getLogger("radshare.deployment.demo")
+
+    def progress(elapsed_s: float, status: str) -> None:
+        log.info("hub: federated %s: %s after %.0f s", name, status, elapsed_s)
+
+    run = run_app(
+        connection,
+        app_dir,
+        run_config=run_config,
+        log_path=ctx.layout.logs / f"serverapp-{name}.log",
+        timeout_s=ctx.settings.federated_timeout_s,
+        on_poll=progress,
+    )
+    if not run.completed:
+        raise StepFailedError(
+            f"federated {name}: run {run.run_id} ended {run.status} (log {run.log_path})"
+        )
+    return {"run_id": run.run_id, "status": run.status, "elapsed_s": round(run.elapsed_s, 1)}
+
+
+def synthesize(ctx: DemoContext, site: Any) -> dict[str, Any]:
+    """A labelled synthetic archive (NIH layout) from one site's generator and labeller."""
+    require_verb("radshare-hub", "synthesize", "hub/synthesis")
+    out = ctx.layout.archive(site.site_id)
+    if out.exists() and not (out / "labels.csv").is_file():
+        import shutil
+
+        shutil.rmtree(out)
+    argv = ["radshare-hub", "synthesize", "--generator", str(ctx.layout.pulled(site.site_id))]
+    argv += ["--labeller", str(ctx.site(site).labeller_run / "export"), "--out", str(out)]
+    argv += ["--num-images", str(ctx.settings.archive_images_per_site)]
+    argv += ["--seed", str(ctx.config.seed)]
+    if not (out / "labels.csv").is_file():
+        run_hub(ctx, f"synthesize archive of site {site.site_id}", argv)
+    return {"archive": str(out)}
+
+
+def pool(ctx: DemoContext, state: Any) -> dict[str, Any]:
+    """Pool every site's archive (label harmonisation, per-site masks)."""
+    require_verb("radshare-hub", "pool", "hub/pooling")
+    out = ctx.layout.hub / "pool"
+    argv = ["radshare-hub", "pool", "--out", str(out)]
+    for site in ctx.config.sites:
+        argv += ["--archive", state.outputs(f"hub.synthesize.{site.site_id}")["archive"]]
+    run_hub(ctx, "pool archives", argv)
+    return {"pool": str(out)}
+
+
+def train_classifiers(ctx: DemoContext, state: Any) -> dict[str, Any]:
+    """One classifier per site's archive and one on the pool (synthetic images only)."""
+    require_verb("radshare-hub", "train-classifier", "hub/pooling + hub/evaluation")
+    runs: dict[str, str] = {}
+    sources = {
+        s.site_id: state.outputs(f"hub.synthesize.{s.site_id}")["archive"] for s in ctx.config.sites
+    }
+    sources["pooled"] = state.outputs("hub.pool")["pool"]
+    for name, archive in sources.items():
+        out = ctx.layout.hub / "classifiers" / name
+        argv = ["radshare-hub", "train-classifier", "--archive", archive, "--out", str(out)]
+        argv += ["--max-epochs", str(ctx.settings.classifier_epochs)]
+        run_hub(ctx, f"train classifier on {name}", argv)
+        runs[name] = str(out)
+    return {"classifiers": runs}
+
+
+def federated(
+    ctx: DemoContext,
+    state: Any,
+    consortium: Any,
+    task: str,
+    repo_root: Path,
+    kill_site: str | None,
+) -> dict[str, Any]:
+    """One federated task through the SuperLink (``audit`` or ``evaluate``)."""
+    app_dir = find_flower_app(repo_root)
+    if consortium.connection is None:
+        raise StepFailedError("the SuperLink is not running")
+    out = ctx.layout.federated / task
+    out.mkdir(parents=True, exist_ok=True)
+    run_config: dict[str, object] = {"task": task, "out-dir": str(out)}
+    return federated_task(ctx, consortium.connection, app_dir, name=task, run_config=run_config)

@@ -1,0 +1,380 @@
+"""Synthesis from start to finish: sources → checks → plan → optimise → sample → archive.
+
+    manifest = synthesize(SynthesisOptions(generator="runs/g1", labeller="runs/l1",
+                                           out_dir=Path("archives/a1"), num_images=1000))
+
+Every check (sources, resolution, label space, label file, size) runs in
+:func:`prepare_synthesis`, before the archive folder is touched. :func:`run_synthesis`
+then works through the plan's patients that the journal does not list yet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from hub.synthesis.archive import (
+    ArchiveManifest,
+    ArchivePlan,
+    ArchiveWriter,
+    ClassSummary,
+    ImageRecord,
+    JournalState,
+    PatientRecord,
+    PlannedPatient,
+    image_index,
+)
+from hub.synthesis.class_optimisation import (
+    BatchedClassOptimiser,
+    ClassOptimisationSettings,
+    Converged,
+    GaveUp,
+    Start,
+    make_start,
+    start_seed,
+    truncated_normal,
+)
+from hub.synthesis.local_sampling import (
+    LocalSamplingSettings,
+    PatientRequest,
+    PatientSeries,
+    finding_labels,
+    sample_patients,
+)
+from hub.synthesis.sources import (
+    GeneratorSource,
+    LabellerSource,
+    Puller,
+    check_compatible,
+    default_device,
+    resolve_generator,
+    resolve_labeller,
+)
+from hub.synthesis.targets import allocate_targets, plan_series_sizes, target_weights
+from shared.errors import ConfigError
+
+__all__ = ["SynthesisJob", "SynthesisOptions", "prepare_synthesis", "run_synthesis", "synthesize"]
+
+log = logging.getLogger("radshare.hub.synthesis")
+
+#: ``progress(images_written)`` after each patient.
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class SynthesisOptions:
+    """What ``radshare-hub synthesize`` was asked for."""
+
+    generator: str
+    labeller: str
+    out_dir: Path
+    num_images: int
+    labels: str = "match-site"
+    unlabelled: bool = False
+    seed: int = 0
+    device: str = "auto"
+    optimisation: ClassOptimisationSettings = field(default_factory=ClassOptimisationSettings)
+    sampling: LocalSamplingSettings = field(default_factory=LocalSamplingSettings)
+    max_attempts_per_patient: int = 20
+    pull_dir: Path = Path("pulled")
+
+
+@dataclass(frozen=True)
+class SynthesisJob:
+    """A checked synthesis, ready to run."""
+
+    options: SynthesisOptions
+    generator: GeneratorSource
+    labeller: LabellerSource
+    plan: ArchivePlan
+    device: torch.device
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The labeller's output order."""
+        return self.labeller.card.labeller_config.class_names
+
+    @property
+    def youden(self) -> list[float | None]:
+        """Youden thresholds in logit units, in output order."""
+        return [c.threshold_logit for c in self.labeller.card.classes]
+
+
+def _settings_for_plan(options: SynthesisOptions) -> dict:
+    # Batch sizes and the device change speed, not content: a run may resume with others.
+    opt = {k: v for k, v in dataclasses.asdict(options.optimisation).items() if k != "batch_size"}
+    sampling = {k: v for k, v in dataclasses.asdict(options.sampling).items() if k != "batch_size"}
+    return {
+        "optimisation": opt,
+        "sampling": sampling,
+        "max_attempts_per_patient": options.max_attempts_per_patient,
+    }
+
+
+def _plan(
+    options: SynthesisOptions, generator: GeneratorSource, labeller: LabellerSource
+) -> ArchivePlan:
+    sizes = plan_series_sizes(options.num_images, options.seed)
+    judgeable = [c.name for c in labeller.card.classes if c.threshold_logit is not None]
+    labeller_counts = {c.name: c.train_positives for c in labeller.card.classes}
+    if options.unlabelled:
+        weights: dict[str, float] = {}
+        targets: Sequence[str | None] = [None] * len(sizes)
+    else:
+        weights = target_weights(
+            options.labels, judgeable, generator.counts_per_label, labeller_counts
+        )
+        targets = allocate_targets(len(sizes), weights, options.seed)
+    patients = [
+        PlannedPatient(patient_id=i + 1, target_class=t, num_images=k)
+        for i, (t, k) in enumerate(zip(targets, sizes, strict=True))
+    ]
+    return ArchivePlan(
+        generator_id=generator.artifact_id,
+        labeller_id=labeller.artifact_id,
+        resolution_px=generator.config.resolution_px,
+        requested_images=options.num_images,
+        labels="unlabelled" if options.unlabelled else options.labels,
+        unlabelled=options.unlabelled,
+        seed=options.seed,
+        target_weights=weights,
+        settings=_settings_for_plan(options),
+        patients=patients,
+    )
+
+
+def prepare_synthesis(options: SynthesisOptions, puller: Puller | None = None) -> SynthesisJob:
+    """Load and check everything; raises before any archive file is written.
+
+    Raises:
+        ConfigError: bad size, resolution mismatch, missing sources, foreign output folder.
+        LabelError: labeller classes ≠ generator label space; a label file with unknown labels.
+        ArtifactError: a source that fails verification.
+    """
+    if options.num_images < 1:
+        raise ConfigError(f"--size: must be >= 1, got {options.num_images}")
+    if options.max_attempts_per_patient < 1:
+        raise ConfigError("max_attempts_per_patient must be >= 1")
+    # Load the networks, from folders or the registry.
+    generator = resolve_generator(options.generator, puller=puller, pull_dir=options.pull_dir)
+    labeller = resolve_labeller(options.labeller, puller=puller, pull_dir=options.pull_dir)
+    # Check that the labeller can judge this generator's images.
+    check_compatible(generator, labeller)
+    # Choose the class mix and plan every patient.
+    plan = _plan(options, generator, labeller)
+    return SynthesisJob(options, generator, labeller, plan, default_device(options.device))
+
+
+def synthesize(
+    options: SynthesisOptions, puller: Puller | None = None, progress: Progress | None = None
+) -> ArchiveManifest:
+    """Prepare and run a synthesis (resuming an interrupted one with the same options)."""
+    return run_synthesis(prepare_synthesis(options, puller), progress)
+
+
+def run_synthesis(job: SynthesisJob, progress: Progress | None = None) -> ArchiveManifest:
+    """Write (or finish) the archive of ``job``; returns its manifest."""
+    writer = ArchiveWriter(job.options.out_dir, job.plan)
+    if writer.complete:
+        log.info("archive already complete; nothing to do")
+        return writer.read_manifest()
+    state = writer.replay()
+    todo = [p for p in job.plan.patients if p.patient_id not in state.finished]
+    log.info(
+        "synthesis: %d of %d patients to go (%s, device %s)",
+        len(todo), len(job.plan.patients), "unlabelled" if job.plan.unlabelled else job.plan.labels,
+        job.device,
+    )  # fmt: skip
+    run = _Run(job, writer, state, progress or (lambda n: None))
+    if job.plan.unlabelled:
+        run.unlabelled(todo)
+    else:
+        run.labelled(todo)
+    manifest = writer.finalise(state, _class_summaries(job, state))
+    log.info("archive done: %d images, %d patients", manifest.num_images, manifest.num_patients)
+    return manifest
+
+
+class _Run:
+    """The working state of one synthesis run (journal state kept current)."""
+
+    def __init__(
+        self, job: SynthesisJob, writer: ArchiveWriter, state: JournalState, progress: Progress
+    ):
+        self.job, self.writer, self.state, self.progress = job, writer, state, progress
+        self.G = job.generator.G.to(job.device).eval()
+        self.labeller = job.labeller.labeller.to(job.device).eval()
+        self.planned = {p.patient_id: p for p in job.plan.patients}
+        self.class_index = {name: i for i, name in enumerate(job.class_names)}
+        self.pending: deque[Start] = deque()
+
+    # Labelled: optimise, then sample around each solution.
+
+    def labelled(self, todo: Sequence[PlannedPatient]) -> None:
+        settings = self.job.options.optimisation
+        optimiser = BatchedClassOptimiser(
+            self.G, self.labeller, self.job.generator.config.z_dim, settings, self.job.device
+        )
+        self.pending.extend(self._start(p.patient_id) for p in todo)
+        flush_at = max(1, settings.batch_size // 4)
+        centres: list[Converged] = []
+        while self.pending or centres:
+            for outcome in optimiser.run(self.pending):
+                if isinstance(outcome, GaveUp):
+                    self._failed(
+                        outcome.start,
+                        {
+                            "event": "gave_up",
+                            "reason": outcome.reason,
+                            "steps": outcome.steps,
+                            "best_logit": outcome.best_logit,
+                        },
+                    )
+                    continue
+                centres.append(outcome)
+                if len(centres) >= flush_at:
+                    self._sample_around(centres)
+                    centres = []
+            self._sample_around(centres)
+            centres = []
+
+    def _start(self, patient_id: int) -> Start:
+        target = self.planned[patient_id].target_class
+        assert target is not None
+        c = self.class_index[target]
+        youden = self.job.youden[c]
+        assert youden is not None
+        attempt = self.state.failures[patient_id]
+        settings = self.job.options.optimisation
+        return make_start(patient_id, attempt, c, youden, self.job.plan.seed, settings)
+
+    def _failed(self, start: Start, details: dict) -> None:
+        event = {"patient_id": start.task, "target_class": self.job.class_names[start.target],
+                 "seed": start.seed, "attempt": start.attempt, **details}  # fmt: skip
+        self.writer.log_event(event)
+        self.state.events.append(event)
+        self.state.failures[start.task] += 1
+        if self.state.failures[start.task] >= self.job.options.max_attempts_per_patient:
+            abandoned = {"event": "abandoned", "patient_id": start.task,
+                         "target_class": event["target_class"]}  # fmt: skip
+            self.writer.log_event(abandoned)
+            self.state.events.append(abandoned)
+            self.state.abandoned.add(start.task)
+        else:
+            self.pending.append(self._start(start.task))
+
+    def _sample_around(self, centres: Sequence[Converged]) -> None:
+        if not centres:
+            return
+        requests = [
+            PatientRequest(
+                task=c.start.task, z_centre=c.z, num_images=self.planned[c.start.task].num_images,
+                seed=start_seed(c.start.seed, 0, 1), target=c.start.target,
+                threshold_logit=c.start.threshold_logit,
+            )
+            for c in centres
+        ]  # fmt: skip
+        for centre, series in zip(centres, self._sample(requests), strict=True):
+            if series.complete:
+                self._write(series, centre)
+            else:
+                self._failed(centre.start, {"event": "sampling_failure", "steps": centre.steps,
+                                            "drawn": series.num_drawn,
+                                            "rejected": series.num_rejected})  # fmt: skip
+
+    # Unlabelled: series around prior draws, labelled afterwards.
+
+    def unlabelled(self, todo: Sequence[PlannedPatient]) -> None:
+        chunk = max(1, self.job.options.sampling.batch_size // 4)
+        truncation = self.job.options.optimisation.truncation
+        z_dim = self.job.generator.config.z_dim
+        for i in range(0, len(todo), chunk):
+            requests = []
+            for p in todo[i : i + chunk]:
+                seed = start_seed(self.job.plan.seed, p.patient_id, 0)
+                z = truncated_normal(seed, z_dim, truncation)
+                requests.append(PatientRequest(p.patient_id, z, p.num_images, seed=seed))
+            for series in self._sample(requests):
+                self._write(series, None)
+
+    # Shared.
+
+    def _sample(self, requests: Sequence[PatientRequest]) -> list[PatientSeries]:
+        return sample_patients(
+            self.G, self.labeller, requests, self.job.class_names, self.job.youden,
+            self.job.options.sampling, self.job.device,
+        )  # fmt: skip
+
+    def _write(self, series: PatientSeries, centre: Converged | None) -> None:
+        request = series.request
+        target = request.target
+        images = series.images[: request.num_images]
+        records = [
+            ImageRecord(
+                image_index=image_index(request.task, follow_up),
+                follow_up=follow_up,
+                finding_labels=finding_labels(logits, self.job.class_names, self.job.youden),
+                achieved_logit=None if target is None else float(logits[target]),
+            )
+            for follow_up, logits in enumerate(series.logits[: request.num_images])
+        ]
+        record = PatientRecord(
+            patient_id=request.task,
+            target_class=None if target is None else self.job.class_names[target],
+            attempt=0 if centre is None else centre.start.attempt,
+            seed=request.seed if centre is None else centre.start.seed,
+            threshold_logit=request.threshold_logit,
+            solution_logit=None if centre is None else centre.logit,
+            steps=0 if centre is None else centre.steps,
+            neighbours_drawn=series.num_drawn,
+            neighbours_rejected=series.num_rejected,
+            images=records,
+        )
+        self.state.patients[request.task] = self.writer.write_patient(record, images)
+        self.progress(len(images))
+
+
+def _class_summaries(job: SynthesisJob, state: JournalState) -> list[ClassSummary]:
+    """Per target class, from the journal (so resumed runs count their earlier work)."""
+    summaries = {name: ClassSummary(target_class=name) for name in job.plan.target_weights}
+    steps: dict[str, int] = {}
+    for p in state.patients.values():
+        if p.target_class is None:
+            continue
+        s = summaries.setdefault(p.target_class, ClassSummary(target_class=p.target_class))
+        s.patients += 1
+        s.images += len(p.images)
+        s.converged += 1
+        s.neighbours_drawn += p.neighbours_drawn
+        s.neighbours_rejected += p.neighbours_rejected
+        steps[p.target_class] = steps.get(p.target_class, 0) + p.steps
+    for event in state.events:
+        s = summaries.setdefault(
+            event["target_class"], ClassSummary(target_class=event["target_class"])
+        )
+        if event["event"] == "gave_up":
+            if event["reason"] == "plateau":
+                s.gave_up_plateau += 1
+            else:
+                s.gave_up_step_limit += 1
+        elif event["event"] == "sampling_failure":
+            s.converged += 1
+            s.sampling_failures += 1
+            s.neighbours_drawn += int(event.get("drawn", 0))
+            s.neighbours_rejected += int(event.get("rejected", 0))
+            steps[s.target_class] = steps.get(s.target_class, 0) + int(event.get("steps", 0))
+        elif event["event"] == "abandoned":
+            s.abandoned_patients += 1
+    for s in summaries.values():
+        s.starts = s.converged + s.gave_up_plateau + s.gave_up_step_limit
+        s.give_up_rate = None if s.starts == 0 else (s.starts - s.converged) / s.starts
+        s.mean_steps_to_converge = (
+            steps.get(s.target_class, 0) / s.converged if s.converged else None
+        )
+    return [summaries[name] for name in sorted(summaries)]

@@ -1,0 +1,99 @@
+"""``radshare-site train``: progressive GAN training on a site cache (a thin shell over ``train``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+__all__ = ["train_command"]
+
+
+def train_command(
+    out: Path = typer.Option(..., "--out", help="new run folder, e.g. runs/nih-64 (or the run to resume)"),
+    cache: Path | None = typer.Option(None, "--cache", help="site cache from `radshare-site ingest`"),
+    profile: str | None = typer.Option(
+        None, "--profile", help="preset: tiny (CPU demo, ~2 min), cpu, gpu (the papers')"
+    ),
+    resolution: int | None = typer.Option(None, "--resolution", help="target px (power of two)"),
+    kimg_per_phase: float | None = typer.Option(
+        None, "--kimg-per-phase", help="thousands of real images per fade / stabilise phase"
+    ),
+    batch_sizes: str | None = typer.Option(
+        None, "--batch-sizes", help="RES:SIZE pairs, e.g. 4:128,64:64 (default: Han et al.)"
+    ),
+    fmap_base: int | None = typer.Option(None, "--fmap-base", help="feature maps: base / 2**stage"),
+    fmap_max: int | None = typer.Option(None, "--fmap-max", help="cap on feature maps per layer"),
+    z_dim: int | None = typer.Option(None, "--z-dim", help="latent size"),
+    seed: int | None = typer.Option(None, "--seed", help="seed of the networks and every draw"),
+    tick_kimg: float | None = typer.Option(None, "--tick-kimg", help="kimg per tick/checkpoint"),
+    sample_every_kimg: float | None = typer.Option(
+        None, "--sample-every-kimg", help="kimg between sample grids"
+    ),
+    horizontal_flip: bool | None = typer.Option(
+        None, "--horizontal-flip/--no-horizontal-flip", help="flip reals (off: laterality matters)"
+    ),
+    resume: bool = typer.Option(False, "--resume", help="go on from OUT/checkpoints/last.ckpt"),
+    accelerator: str | None = typer.Option(None, "--accelerator", help="auto, cpu, gpu"),
+    devices: int | None = typer.Option(None, "--devices", help="number of devices (DDP if > 1)"),
+    strategy: str | None = typer.Option(None, "--strategy", help="auto or ddp"),
+    precision: str | None = typer.Option(None, "--precision", help="32-true (default) or bf16-mixed"),
+    progress_bar: bool = typer.Option(True, "--progress-bar/--no-progress-bar"),
+) -> None:
+    """Train a PGGAN from 4×4 to --resolution on the cache's train split.
+
+    Writes OUT/options.json, checkpoints/last.ckpt (every tick), samples/, logs/ (CSV and
+    TensorBoard) and, when the schedule is complete, export/g_ema.safetensors +
+    export/generator.json. Stop any time (Ctrl+C or SIGTERM saves a checkpoint); go on with
+    --resume. Examples:
+
+    \b
+      radshare-site train --cache cache/nih --out runs/tiny --profile tiny
+    \b
+      radshare-site train --cache cache/nih --out runs/nih-256 --profile gpu --resolution 256 \\
+          --precision bf16-mixed --devices 4 --strategy ddp
+    \b
+      radshare-site train --cache cache/nih --out runs/nih-64 --resolution 64 \\
+          --kimg-per-phase 600 --batch-sizes 4:128,64:64 --seed 1
+    \b
+      radshare-site train --out runs/nih-64 --resume
+    """
+    from shared.errors import ConfigError
+    from site_node.pggan.options import RUNTIME_FIELDS, TrainOptions
+    from site_node.pggan.schedule import parse_batch_sizes
+    from site_node.pggan.train import resume_options, train
+
+    values: dict[str, Any] = {
+        "resolution_px": resolution,
+        "kimg_per_phase": kimg_per_phase,
+        "batch_sizes": parse_batch_sizes(batch_sizes) if batch_sizes else None,
+        "fmap_base": fmap_base,
+        "fmap_max": fmap_max,
+        "z_dim": z_dim,
+        "seed": seed,
+        "tick_kimg": tick_kimg,
+        "sample_every_kimg": sample_every_kimg,
+        "horizontal_flip": horizontal_flip,
+        "accelerator": accelerator,
+        "devices": devices,
+        "strategy": strategy,
+        "precision": precision,
+        "progress_bar": progress_bar,
+    }
+    values = {name: value for name, value in values.items() if value is not None}
+    if resume:
+        fixed = sorted(set(values) - RUNTIME_FIELDS) + (["--cache"] if cache else [])
+        if fixed or profile:
+            raise ConfigError(f"--resume takes its options from {out}/options.json; drop {fixed}")
+        options = resume_options(out, **values)
+    else:
+        if cache is None:
+            raise ConfigError("--cache is required (unless --resume)")
+        options = TrainOptions.from_profile(profile, cache_dir=cache, run_dir=out, **values)
+    run_dir = train(options, resume=resume)
+    export_dir = run_dir / "export"
+    if (export_dir / "generator.json").is_file():
+        typer.echo(f"done: {export_dir}")
+    else:
+        typer.echo(f"stopped; go on with: radshare-site train --out {run_dir} --resume")

@@ -1,0 +1,177 @@
+"""Train a classifier on the site's real train split: baseline (a), and Han et al.'s Fig. 4B.
+
+The same network and settings as the hub's pooled classifier (the labeller's DenseNet
+configuration, masked weighted BCE over the labels the site annotated, Adam), trained
+here, inside the hospital; only its evaluation's aggregates leave. The epoch with the
+best validation macro AUC is kept.
+
+Rare-class experiment (:class:`~shared.evaluation_records.RareClassSetting`): keep
+``keep_fraction`` of one label's positive training images (at least one) and drop the
+rest, then train with that class as it is (``none``), with its kept positives repeated
+up to the original count (``oversample``), or with the synthetic images the hub sent
+added (``synthetic``).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from shared.errors import ConfigError, TrainingError
+from shared.evaluation_records import RareClassSetting, TrainRecipe
+from shared.masked_loss import masked_class_weights, masked_weighted_bce_with_logits
+from shared.networks.labeller import Labeller, LabellerConfig
+from shared.stats import roc_auc
+from site_node.data.cache import SiteCache
+from site_node.evaluation.evaluate import images_at, predict_split, split_labels
+from site_node.labeller.data import augment_batch, to_network_range
+
+__all__ = ["TrainingSet", "rare_class_rows", "train_real_classifier", "training_set"]
+
+log = logging.getLogger("radshare.site.evaluation")
+
+
+class TrainingSet:
+    """uint8 images ``[N, R, R]``, labels and masks ``[N, C]`` (real rows, then synthetic)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, mask: np.ndarray):
+        self.images, self.labels, self.mask = (
+            images,
+            labels.astype(np.float32),
+            mask.astype(np.float32),
+        )
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def rare_class_rows(
+    labels: np.ndarray, column: int, setting: RareClassSetting
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row positions kept, and the kept positives' positions repeated for oversampling.
+
+    Returns ``(kept, repeats)``: ``kept`` drops all but ``keep_fraction`` of the class's
+    positives (at least one); ``repeats`` is empty unless the strategy is ``oversample``.
+    """
+    positives = np.flatnonzero(labels[:, column] > 0)
+    if len(positives) == 0:
+        raise ConfigError(f"rare_class: the site's train split has no {setting.label!r} image")
+    num_keep = max(1, round(setting.keep_fraction * len(positives)))
+    keep = np.random.default_rng(setting.seed).choice(positives, size=num_keep, replace=False)
+    dropped = np.setdiff1d(positives, keep)
+    kept = np.setdiff1d(np.arange(len(labels)), dropped)
+    if setting.strategy != "oversample":
+        return kept, np.array([], dtype=np.int64)
+    copies = max(0, round(len(positives) / num_keep) - 1)
+    return kept, np.tile(np.sort(keep), copies)
+
+
+def training_set(
+    cache: SiteCache,
+    cfg: LabellerConfig,
+    site_labels: Sequence[str],
+    rare: RareClassSetting | None = None,
+    synthetic: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> tuple[TrainingSet, dict[str, int]]:
+    """The real train split (rare-class reduced if asked), plus synthetic images, and counts."""
+    names = list(cfg.class_names)
+    rows = cache.indices("train")
+    labels = split_labels(cache, "train", names)
+    mask = np.tile(np.array([n in set(site_labels) for n in names], np.float32), (len(rows), 1))
+    positions = np.arange(len(rows))
+    counts: dict[str, int] = {"real_train_images": len(rows)}
+    if rare is not None:
+        if rare.label not in names:
+            raise ConfigError(f"rare_class.label {rare.label!r} is not a class of {names}")
+        kept, repeats = rare_class_rows(labels, names.index(rare.label), rare)
+        positions = np.concatenate([kept, repeats]).astype(np.int64)
+        counts["rare_positives_before"] = int(labels[:, names.index(rare.label)].sum())
+        counts["rare_positives_kept"] = int(labels[kept, names.index(rare.label)].sum())
+        counts["oversampled_copies"] = len(repeats)
+    images = np.asarray(images_at(cache, cfg.resolution_px))[rows[positions]]
+    out = TrainingSet(images, labels[positions], mask[positions])
+    if synthetic is not None:
+        out = TrainingSet(
+            *(
+                np.concatenate([a, b])
+                for a, b in zip((out.images, out.labels, out.mask), synthetic, strict=True)
+            )
+        )
+        counts["synthetic_images"] = len(synthetic[0])
+    counts["train_images"] = len(out)
+    return out, counts
+
+
+def _val_macro_auc(net: Labeller, cache: SiteCache, site_labels: Sequence[str]) -> float:
+    names = list(net.cfg.class_names)
+    rows = cache.indices("val")
+    logits = predict_split(net, images_at(cache, net.cfg.resolution_px), rows)
+    labels = split_labels(cache, "val", names)
+    aucs = [
+        roc_auc(labels[:, c], logits[:, c])
+        for c, n in enumerate(names)
+        if n in set(site_labels) and 0 < labels[:, c].sum() < len(rows)
+    ]
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+def _epoch(
+    net: Labeller,
+    data: TrainingSet,
+    recipe: TrainRecipe,
+    optimiser,
+    weights,
+    rng: np.random.Generator,
+) -> float:
+    net.train()
+    order = rng.permutation(len(data))
+    losses = []
+    for start in range(0, len(order), recipe.batch_size):
+        batch = order[start : start + recipe.batch_size]
+        if len(batch) < 2:
+            continue  # BatchNorm needs two images
+        x = to_network_range(torch.from_numpy(data.images[batch])[:, None])
+        if recipe.augment:
+            x = augment_batch(x)
+        loss = masked_weighted_bce_with_logits(
+            net(x),
+            torch.from_numpy(data.labels[batch]),
+            torch.from_numpy(data.mask[batch]),
+            *weights,
+        )
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss.detach()))
+    return float(np.mean(losses)) if losses else float("nan")
+
+
+def train_real_classifier(
+    cache: SiteCache,
+    cfg: LabellerConfig,
+    recipe: TrainRecipe,
+    data: TrainingSet,
+    site_labels: Sequence[str],
+) -> Labeller:
+    """Train on ``data``; keep the epoch with the best validation macro AUC (site labels only)."""
+    if len(data) < 2 or not data.mask.any():
+        raise TrainingError(f"{cache.path}: nothing to train a real-only classifier on")
+    torch.manual_seed(recipe.seed)
+    rng = np.random.default_rng(recipe.seed)
+    net = Labeller(cfg)
+    optimiser = torch.optim.Adam(net.parameters(), lr=recipe.lr)
+    weights = masked_class_weights(data.labels, data.mask)
+    best, best_score = copy.deepcopy(net.state_dict()), -np.inf
+    for epoch in range(recipe.max_epochs):
+        loss = _epoch(net, data, recipe, optimiser, weights, rng)
+        auc = _val_macro_auc(net, cache, site_labels)
+        log.info("real-only classifier epoch %d: loss %.4f, val macro AUC %.3f", epoch, loss, auc)
+        score = auc if np.isfinite(auc) else -np.inf  # no defined AUC: the latest epoch wins
+        if score >= best_score:
+            best, best_score = copy.deepcopy(net.state_dict()), score
+    net.load_state_dict(best)
+    return net.eval()
