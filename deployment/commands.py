@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
-from deployment.processes import service_env, tag_line, tool
+from deployment.processes import die_with_parent, service_env, tag_line, tool
 from shared.errors import RadshareError
 
 __all__ = ["StepFailedError", "has_verb", "python_task", "run_command"]
@@ -84,6 +84,7 @@ def run_command(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
+            preexec_fn=die_with_parent,  # a stopped demo stops its step
         )
         pump = threading.Thread(target=_pump, args=(process.stdout, sink, component, tail))
         pump.start()
@@ -125,4 +126,7 @@ def _message_of(line: str) -> str:
     """The msg part of a structured line (the whole line if it has none)."""
     marker = " msg="
     index = line.find(marker)
-    return line[index + len(marker) :].strip('"') if index >= 0 else line
+    message = line[index + len(marker) :].strip('"') if index >= 0 else line
+    # A progress bar rewrites its line with carriage returns: keep the latest state.
+    parts = [p.strip() for p in message.replace("\\r", "\r").split("\r") if p.strip()]
+    return parts[-1] if parts else message

@@ -142,7 +142,9 @@ class ProfileSettings(_Strict):
     phantom_resolution_px: int = Field(64, ge=32, description="side of the phantom PNGs")
     cache_resolution_px: int = Field(64, ge=4, description="ingest --max-resolution")
     pggan_profile: Profile = Field("cpu", description="site_node.pggan profile")
-    pggan_resolution_px: int = Field(32, ge=4, description="PGGAN target resolution")
+    pggan_resolution_px: int = Field(
+        32, ge=32, description="PGGAN (and labeller) target resolution; the labeller needs >= 32"
+    )
     pggan_kimg_per_phase: float = Field(2.0, gt=0, description="kimg per PGGAN phase")
     labeller_epochs: int = Field(4, ge=1, description="labeller training epochs per site")
     audit_num_generated: int = Field(200, ge=10, description="generated images per local audit")
@@ -158,8 +160,8 @@ PROFILE_SETTINGS: dict[str, ProfileSettings] = {
         phantom_resolution_px=32,
         cache_resolution_px=32,
         pggan_profile="tiny",
-        pggan_resolution_px=16,
-        pggan_kimg_per_phase=0.3,
+        pggan_resolution_px=32,
+        pggan_kimg_per_phase=0.2,
         labeller_epochs=1,
         audit_num_generated=40,
         archive_images_per_site=60,

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -320,9 +321,16 @@ def build_config(args: argparse.Namespace) -> DemoConfig:
     return DemoConfig.model_validate({**config.model_dump(), **updates})
 
 
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m deployment.demo``: run or resume the demo; exit 1 if a step is not done."""
     args = _parse(argv)
+    # SIGTERM stops like Ctrl+C: the running step is stopped, services are shut down, and
+    # the step stays not done, so the next run redoes it.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     config = build_config(args)
     options = DemoOptions(fresh=args.fresh, kill_site_during_audit=args.kill_site_during_audit)
     sys.exit(run_demo(config, options))

@@ -109,20 +109,23 @@ def federated_task(
 
 
 def synthesize(ctx: DemoContext, site: Any) -> dict[str, Any]:
-    """A labelled synthetic archive (NIH layout) from one site's generator and labeller."""
+    """A labelled synthetic archive (NIH layout) from one site's generator and labeller.
+
+    The generator is the bundle the hub pulled (signature verified). The labeller is read
+    from the site's training export: there is no verb yet that publishes a labeller bundle.
+    """
     require_verb("radshare-hub", "synthesize", "hub/synthesis")
     out = ctx.layout.archive(site.site_id)
-    if out.exists() and not (out / "labels.csv").is_file():
-        import shutil
-
-        shutil.rmtree(out)
     argv = ["radshare-hub", "synthesize", "--generator", str(ctx.layout.pulled(site.site_id))]
     argv += ["--labeller", str(ctx.site(site).labeller_run / "export"), "--out", str(out)]
-    argv += ["--num-images", str(ctx.settings.archive_images_per_site)]
-    argv += ["--seed", str(ctx.config.seed)]
-    if not (out / "labels.csv").is_file():
-        run_hub(ctx, f"synthesize archive of site {site.site_id}", argv)
+    argv += ["--size", str(ctx.settings.archive_images_per_site)]
+    argv += ["--seed", str(ctx.config.seed), "--device", _device(ctx)]
+    run_hub(ctx, f"synthesize archive of site {site.site_id}", argv)
     return {"archive": str(out)}
+
+
+def _device(ctx: DemoContext) -> str:
+    return {"cpu": "cpu", "gpu": "cuda", "auto": "auto"}[ctx.settings.accelerator]
 
 
 def pool(ctx: DemoContext, state: Any) -> dict[str, Any]:

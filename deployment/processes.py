@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import datetime as dt
+import json
 import logging
 import os
 import re
@@ -30,7 +31,16 @@ from typing import IO
 from shared.errors import ConfigError
 from shared.logs import redact
 
-__all__ = ["Service", "free_port", "service_env", "start_service", "tag_line", "tool", "wait_until"]
+__all__ = [
+    "Service",
+    "die_with_parent",
+    "free_port",
+    "service_env",
+    "start_service",
+    "tag_line",
+    "tool",
+    "wait_until",
+]
 
 log = logging.getLogger("radshare.deployment")
 
@@ -83,7 +93,7 @@ def wait_until(
     raise ConfigError(f"{what}: not healthy after {timeout_s:.0f} s")
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child, before exec: receive SIGTERM when the parent dies (Linux only)."""
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -138,7 +148,7 @@ def tag_line(component: str, line: str) -> str:
 
 
 def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return json.dumps(text, ensure_ascii=False)
 
 
 def _pump_lines(component: str, stream: IO[bytes], log_path: Path) -> None:
@@ -168,7 +178,7 @@ def start_service(
         env=dict(env) if env is not None else service_env(),
         cwd=cwd,
         start_new_session=True,
-        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
     )
     assert process.stdout is not None
     pump = threading.Thread(

@@ -164,12 +164,14 @@ def train_pggan(ctx: DemoContext, site: DemoSite) -> dict[str, Any]:
     common += ["--resolution", str(s.pggan_resolution_px), "--seed", str(ctx.config.seed)]
     if has_verb("radshare-site", "train"):
         argv = ["radshare-site", "train", *common, "--kimg-per-phase", str(s.pggan_kimg_per_phase)]
-        if (run_dir / "options.json").is_file():
-            argv.append("--resume")
+        argv += ["--accelerator", s.accelerator]
+        if (run_dir / "options.json").is_file():  # an interrupted run: go on from last.ckpt
+            argv = ["radshare-site", "train", "--out", str(run_dir), "--resume"]
     else:
         argv = python_task("train", *common, "--kimg-per-phase", str(s.pggan_kimg_per_phase))
         argv += ["--accelerator", s.accelerator]
-    ctx.run(site, "train PGGAN", argv)
+    if not (run_dir / "export" / "generator.json").is_file():  # finished before a stop
+        ctx.run(site, "train PGGAN", argv)
     if not (run_dir / "export" / "g_ema.safetensors").is_file():
         raise StepFailedError(f"{run_dir}: training ended without export/g_ema.safetensors")
     grids = sorted((run_dir / "samples").glob("*.png"))
@@ -188,6 +190,7 @@ def train_labeller(ctx: DemoContext, site: DemoSite) -> dict[str, Any]:
     args += ["--resolution", str(s.pggan_resolution_px), "--seed", str(ctx.config.seed)]
     if has_verb("radshare-site", "train-labeller"):
         argv = ["radshare-site", "train-labeller", *args, "--max-epochs", str(s.labeller_epochs)]
+        argv += ["--bootstrap", "200", "--accelerator", s.accelerator]
     else:
         argv = python_task("train-labeller", *args, "--epochs", str(s.labeller_epochs))
         argv += ["--accelerator", s.accelerator]

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from shared.artifacts.audit import AuditSettings, AuditSummary
@@ -48,6 +49,15 @@ def _load_64px(folder: Path, count: int | None = None) -> tuple[pd.DataFrame, np
     factor = full.shape[-1] // RES_PX  # 4×4 area averaging, as the cache's pyramid does
     small = full.reshape(len(full), RES_PX, factor, RES_PX, factor).mean(axis=(2, 4))
     return table, np.clip(np.rint(small), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One torch thread: on the shared 2-core box two OpenMP threads ran several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -165,11 +175,11 @@ def test_planted_memorisation_is_flagged_by_ssim_and_by_the_holdout_test(audits,
             "feature_holdout": True,
         }
         assert summary.near_copy_count >= 6  # of 60 samples
-        # Every sample nearer train than holdout; the permutation p-value at its floor.
+        # Every sample is nearer the train split than the holdout; relabelling patients almost
+        # never reaches that (the floor is 1 / (1 + 1999) = 5e-4).
         assert summary.ssim_test.split_fraction_train == 1.0
-        floor = 1 / (1 + SETTINGS["num_permutations"])
-        assert summary.ssim_test.permutation_p_value == pytest.approx(floor)
-        assert summary.feature_test.permutation_p_value == pytest.approx(floor)
+        assert summary.ssim_test.permutation_p_value < 0.005
+        assert summary.feature_test.permutation_p_value < 0.005
 
 
 @pytest.mark.realdata

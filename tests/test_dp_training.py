@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import pytorch_lightning as pl
+import torch
 from opacus.accountants import create_accountant
 from pydantic import ValidationError
 
 from shared.artifacts.manifest import DPParameters
+from shared.errors import ConfigError
 from site_node.pggan.options import TrainOptions
 from site_node.pggan.train import train
 from site_node.privacy.accountant import truncate_segments
@@ -21,6 +24,15 @@ from site_node.privacy.dp_module import DPPGGANModule
 from helpers_cache import build_site_cache
 
 DELTA = 1e-5
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """One intra-op thread: on a busy shared 2-core machine two threads ran ~40x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +93,7 @@ def test_target_epsilon_is_spent_and_never_exceeded(cache_dir: Path, tmp_path: P
 
 
 def test_given_noise_stops_at_the_budget(cache_dir: Path, tmp_path: Path) -> None:
-    dp_options = DPOptions(noise_multiplier=0.8, target_epsilon=4.0, accountant="rdp")
+    dp_options = DPOptions(noise_multiplier=0.6, target_epsilon=4.0, accountant="rdp")
     module, training = _train(cache_dir, tmp_path / "run", dp_options)
     dp = training["dp"]
     planned = sum(s.steps for s in module.plan.segments)
@@ -119,3 +131,9 @@ def test_dp_options_refuse_sample_mixing_and_several_devices(tmp_path: Path) -> 
         TrainOptions(cache_dir=tmp_path, run_dir=tmp_path, dp=dp, use_minibatch_stddev=False, devices=2)
     with pytest.raises(ValidationError, match="target_epsilon or noise_multiplier"):
         DPOptions()
+
+
+def test_a_budget_that_allows_no_step_is_refused(cache_dir: Path, tmp_path: Path) -> None:
+    dp = DPOptions(noise_multiplier=0.4, target_epsilon=8.0, accountant="rdp")
+    with pytest.raises(ConfigError, match="allows no step"):
+        train(_options(cache_dir, tmp_path / "run", dp))

@@ -35,7 +35,9 @@ def test_export_round_trip_gives_identical_outputs(exported) -> None:
     z = torch.randn(5, CFG.z_dim)
     with torch.no_grad():
         torch.testing.assert_close(G(z), G_ema(z), rtol=0, atol=0)
-        torch.testing.assert_close(G.synthesize(z, 3, 0.5), G_ema.synthesize(z, 3, 0.5), rtol=0, atol=0)
+        torch.testing.assert_close(
+            G.synthesize(z, 3, 0.5), G_ema.synthesize(z, 3, 0.5), rtol=0, atol=0
+        )
     assert G.cfg == CFG and not G.training
 
 
@@ -84,5 +86,7 @@ def test_sample_run_writes_pngs_of_g_ema_and_a_grid(exported, tmp_path: Path) ->
 
 def test_image_grid_layout() -> None:
     images = np.arange(4 * 2 * 2, dtype=np.uint8).reshape(4, 2, 2)
-    expected = np.block([[images[0], images[1], images[2]], [images[3], np.zeros((2, 4), np.uint8)]])
+    expected = np.block(
+        [[images[0], images[1], images[2]], [images[3], np.zeros((2, 4), np.uint8)]]
+    )
     np.testing.assert_array_equal(image_grid(images, columns=3), expected)

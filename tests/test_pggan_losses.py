@@ -61,7 +61,9 @@ def test_critic_loss_matches_finite_differences(res_log2: int, alpha: float) -> 
     terms = critic_loss_terms(D, real, fake, eps, res_log2, alpha)
     torch.testing.assert_close(terms["gradient_penalty"], penalty, rtol=1e-6, atol=1e-8)
     torch.testing.assert_close(terms["loss"], expected, rtol=1e-6, atol=1e-8)
-    torch.testing.assert_close(critic_loss(D, real, fake, eps, res_log2, alpha), expected, rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(
+        critic_loss(D, real, fake, eps, res_log2, alpha), expected, rtol=1e-6, atol=1e-8
+    )
 
 
 def test_generator_loss_is_minus_mean_fake_score() -> None:

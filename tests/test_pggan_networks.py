@@ -38,7 +38,8 @@ def test_generator_fade_endpoints(networks, res_log2: int) -> None:
     expected_low = low.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
     torch.testing.assert_close(G.synthesize(z, res_log2, 0.0), expected_low, rtol=0, atol=0)
     torch.testing.assert_close(
-        G.synthesize(z, res_log2, 0.0), F.interpolate(G.synthesize(z, res_log2 - 1, 1.0), scale_factor=2)
+        G.synthesize(z, res_log2, 0.0),
+        F.interpolate(G.synthesize(z, res_log2 - 1, 1.0), scale_factor=2),
     )
     # alpha = 1: the new block through its own toRGB.
     high = G.to_rgb[res_log2 - 2](_g_features(G, z, res_log2))

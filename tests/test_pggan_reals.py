@@ -76,6 +76,16 @@ def test_real_images_serve_the_train_split_at_every_resolution(small_cache: Site
     )
 
 
+def test_horizontal_flips_mirror_the_chosen_images(small_cache: SiteCache) -> None:
+    reals = RealImages(small_cache, 32)
+    positions = np.array([0, 1, 2])
+    plain = reals.batch(positions, 5)[:, 0].numpy()
+    flipped = reals.batch(positions, 5, flips=torch.tensor([True, False, True]))[:, 0].numpy()
+    np.testing.assert_array_equal(flipped[0], plain[0][:, ::-1])
+    np.testing.assert_array_equal(flipped[1], plain[1])
+    np.testing.assert_array_equal(flipped[2], plain[2][:, ::-1])
+
+
 def test_real_images_need_a_large_enough_cache(small_cache: SiteCache) -> None:
     with pytest.raises(CacheError, match=r"64px.*cached: \[8, 32\]"):
         RealImages(small_cache, 64)

@@ -7,6 +7,8 @@ must reproduce the uninterrupted one exactly: compared here with zero tolerance.
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -71,14 +73,16 @@ class StopAfterTicks(Callback):
 
 
 class InterruptAtStep(Callback):
-    """Raise KeyboardInterrupt between two steps, as Ctrl+C would."""
+    """Ctrl+C (KeyboardInterrupt) or SIGTERM after step ``step``."""
 
-    def __init__(self, step: int):
-        self.step = step
+    def __init__(self, step: int, how: str):
+        self.step, self.how = step, how
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, *args: Any) -> None:
         if pl_module.step == self.step:
-            raise KeyboardInterrupt
+            if self.how == "sigint":
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGTERM)  # Lightning stops after this step
 
 
 def _options(cache: SiteCache, run_dir: Path) -> TrainOptions:
@@ -129,10 +133,13 @@ def test_stop_mid_phase_and_resume_is_bitwise_identical(cache, uninterrupted, tm
         torch.testing.assert_close(tensor, uninterrupted_g[name], rtol=0, atol=0)
 
 
-def test_interrupt_between_steps_saves_and_resumes_bitwise(cache, uninterrupted, tmp_path) -> None:
+@pytest.mark.parametrize("how", ["sigint", "sigterm"])
+def test_interrupt_between_steps_saves_and_resumes_bitwise(
+    cache, uninterrupted, tmp_path, how: str
+) -> None:
     run_dir = tmp_path / "run"
-    with pytest.raises(SystemExit):  # Lightning exits 1 after a KeyboardInterrupt
-        train(_options(cache, run_dir), callbacks=[InterruptAtStep(33)])
+    with pytest.raises(SystemExit):  # Lightning exits after Ctrl+C, raises SIGTERMException
+        train(_options(cache, run_dir), callbacks=[InterruptAtStep(33, how)])
     interrupted = _checkpoint(run_dir)  # mid-tick: 33 steps * 8 images
     assert (interrupted["pggan"]["cur_nimg"], interrupted["pggan"]["step"]) == (264, 33)
     assert interrupted["pggan"]["tick_start_nimg"] == 240
@@ -154,11 +161,14 @@ def test_run_folders_are_never_overwritten_and_resume_checks_options(
 
 
 def test_run_folder_follows_the_contract(uninterrupted) -> None:
-    names = {p.relative_to(uninterrupted).as_posix() for p in uninterrupted.rglob("*") if p.is_file()}
+    names = {
+        p.relative_to(uninterrupted).as_posix() for p in uninterrupted.rglob("*") if p.is_file()
+    }
     assert {"options.json", "checkpoints/last.ckpt", "logs/csv/metrics.csv"} <= names
     assert {"export/g_ema.safetensors", "export/generator.json"} <= names
     assert any(n.startswith("logs/tensorboard/events.out.tfevents") for n in names)
     # A grid at the start and every 0.2 kimg (each phase end here).
     assert {n for n in names if n.startswith("samples/")} == {
-        f"samples/fakes_{kimg}kimg.png" for kimg in ("00000.000", "00000.200", "00000.400", "00000.600")
+        f"samples/fakes_{kimg}kimg.png"
+        for kimg in ("00000.000", "00000.200", "00000.400", "00000.600")
     }

@@ -1,4 +1,4 @@
-"""Progressive schedule, per-step data order, EMA decay and options, against hand-computed values."""
+"""Progressive schedule, per-step data order, EMA decay and options against hand-computed values."""
 
 from __future__ import annotations
 
@@ -56,7 +56,13 @@ def test_schedule_at(schedule, cur_nimg, kind, res_px, alpha, batch_size, phase_
 
 def test_schedule_totals_and_ticks(schedule) -> None:
     assert schedule.total_nimg == 8000
-    assert [p.kind for p in schedule.phases] == ["stabilise", "fade", "stabilise", "fade", "stabilise"]
+    assert [p.kind for p in schedule.phases] == [
+        "stabilise",
+        "fade",
+        "stabilise",
+        "fade",
+        "stabilise",
+    ]
     assert schedule.steps_in_tick(0, 1000) == 100  # 1000 / 10
     # From 1990: one step of 10 (to 2000), then steps of 20 until >= 2090: 2100 → 1 + 5 steps.
     assert schedule.steps_in_tick(1990, 100) == 6
@@ -86,7 +92,9 @@ def test_batch_positions_cover_each_data_epoch_once() -> None:
     # Chunked as training would chunk it (batch sizes change between phases).
     chunks, cur_nimg = [], 0
     for batch_size in (3, 3, 7, 4, 4, 4, 5):
-        chunks.append(batch_positions(seed=5, cur_nimg=cur_nimg, batch_size=batch_size, num_images=n))
+        chunks.append(
+            batch_positions(seed=5, cur_nimg=cur_nimg, batch_size=batch_size, num_images=n)
+        )
         cur_nimg += batch_size
     stream = np.concatenate(chunks)
     assert len(stream) == 30

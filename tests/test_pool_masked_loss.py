@@ -29,7 +29,7 @@ def _batch(seed: int = 0):
 def _module(labels, mask):
     torch.manual_seed(0)
     w_pos, w_neg = masked_class_weights(labels.numpy(), mask.numpy())
-    return PooledClassifierModule(CFG, w_pos, w_neg, use_augmentation=False).eval()
+    return PooledClassifierModule(CFG, w_pos, w_neg, use_augmentation=False).train()
 
 
 def _grads(module, images, labels, mask):

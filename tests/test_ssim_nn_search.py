@@ -38,6 +38,15 @@ def _load_64px(folder: Path, count: int) -> np.ndarray:
     return np.clip(np.rint(small), 0, 255).astype(np.uint8)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One torch thread: on the shared 2-core box two OpenMP threads ran several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def real_set(site_a: Path) -> tuple[np.ndarray, np.ndarray]:
     """12 queries (6 real, 6 noisy copies of reals) and 90 other real images, 64², uint8."""

@@ -27,11 +27,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from hub.registry.auth import Action, Caller, authorize
+from hub.pooling.store import ARCHIVE_MANIFEST, ArchiveStore, archive_stream
+from hub.registry.auth import Action, Caller, Role, authorize
 from hub.registry.base import ArtifactRecord, ArtifactRegistry, StagedUpload
 from hub.registry.keyring import Keyring
 from shared.artifacts.bundle import SignedManifest, check_bundle_file
 from shared.artifacts.records import (
+    ArchiveChunk,
+    ArchiveHeader,
     ArtifactKind,
     ArtifactSummary,
     FileChunk,
@@ -47,6 +50,7 @@ from shared.errors import (
     ArtifactError,
     IntegrityError,
     NotFoundError,
+    PermissionDeniedError,
     QuotaError,
     UploadInterruptedError,
 )
@@ -59,6 +63,7 @@ __all__ = [
     "get_manifest",
     "list_artifacts",
     "publish",
+    "pull_archive",
     "upload_status",
 ]
 
@@ -115,6 +120,7 @@ class HubState:
     keyring: Keyring
     limits: HubLimits = field(default_factory=HubLimits)
     clock: Callable[[], float] = time.time
+    archives: ArchiveStore | None = None  # pooled synthetic archives (PullArchive)
     gate: UploadGate = field(init=False)
 
     def __post_init__(self) -> None:
@@ -333,3 +339,31 @@ def _chunks(state: HubState, record: ArtifactRecord) -> Iterator[FileChunk]:
             while block := handle.read(state.limits.chunk_bytes):
                 yield FileChunk(info.name, offset, block)
                 offset += len(block)
+
+
+def pull_archive(
+    caller: Caller,
+    state: HubState,
+    archive_id: str,
+    *,
+    start_path: str = "",
+    start_offset: int = 0,
+) -> tuple[ArchiveHeader, Iterator[ArchiveChunk]]:
+    """A pooled archive's header and chunks (manifest first, then files in path order).
+
+    Operators only. Authorisation, lookup and the resume position are checked before
+    the first chunk; files are read from disk one chunk at a time.
+    """
+    authorize(caller, Action.PULL)
+    if caller.role is not Role.OPERATOR:
+        raise PermissionDeniedError(
+            f"{caller.identity!r} (role {caller.role}) may not pull archives"
+        )
+    if state.archives is None:
+        raise NotFoundError("this hub serves no archives")
+    full, total, chunks = archive_stream(
+        state.archives, archive_id, start_path=start_path, start_offset=start_offset,
+        chunk_bytes=state.limits.chunk_bytes,
+    )  # fmt: skip
+    log.info("pull archive %s from %r by %s", full[:12], start_path or "start", caller.identity)
+    return ArchiveHeader(full, ARCHIVE_MANIFEST, total, start_path, start_offset), chunks

@@ -22,6 +22,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from hub.config import HubConfig
+from hub.pooling.store import ArchiveStore
 from hub.registry.base import ArtifactRegistry
 from hub.registry.handlers import HubState
 from hub.registry.keyring import DirectoryKeyring, Keyring
@@ -113,7 +114,10 @@ def start_server(
     if registry is None:
         registry, lock = _default_registry(config)
     state = HubState(
-        registry, keyring or DirectoryKeyring(config.site_keys_folder), config.limits.to_limits()
+        registry,
+        keyring or DirectoryKeyring(config.site_keys_folder),
+        config.limits.to_limits(),
+        archives=ArchiveStore(config.root / "archives"),
     )
     purged = registry.purge_stale(state.clock() - state.limits.upload_ttl_s)
     if purged:

@@ -19,6 +19,7 @@ anything else             INTERNAL (logged)
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NoReturn, TypeVar
@@ -183,3 +184,23 @@ class HubServicer(pb_grpc.RadshareHubServicer):
 
     def GetGenerator(self, request, context):
         return self._get(request, context, ArtifactKind.GENERATOR)
+
+    def PullArchive(self, request, context):
+        def run(caller: Caller) -> Iterator[Any]:
+            archive_id, start_path, start_offset = serde.pull_archive_request_from_proto(request)
+            header, chunks = handlers.pull_archive(
+                caller, self.state, archive_id, start_path=start_path, start_offset=start_offset
+            )
+            return itertools.chain([header], chunks)
+
+        return _stream_archive(context, _call(context, run))
+
+
+def _stream_archive(
+    context: grpc.ServicerContext, items: Iterator[Any]
+) -> Iterator[pb.PullArchiveResponse]:
+    try:
+        for item in items:
+            yield serde.archive_item_to_proto(item)
+    except Exception as error:
+        _abort(context, error)

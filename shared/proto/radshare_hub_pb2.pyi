@@ -137,3 +137,45 @@ class GetManifestResponse(_message.Message):
     manifest_json: bytes
     signer_public_key_pem: bytes
     def __init__(self, artifact: _Optional[_Union[ArtifactSummary, _Mapping]] = ..., manifest_json: _Optional[bytes] = ..., signer_public_key_pem: _Optional[bytes] = ...) -> None: ...
+
+class PullArchiveRequest(_message.Message):
+    __slots__ = ("archive_id", "start_path", "start_offset")
+    ARCHIVE_ID_FIELD_NUMBER: _ClassVar[int]
+    START_PATH_FIELD_NUMBER: _ClassVar[int]
+    START_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    archive_id: str
+    start_path: str
+    start_offset: int
+    def __init__(self, archive_id: _Optional[str] = ..., start_path: _Optional[str] = ..., start_offset: _Optional[int] = ...) -> None: ...
+
+class ArchiveHeader(_message.Message):
+    __slots__ = ("archive_id", "manifest_path", "total_bytes", "start_path", "start_offset")
+    ARCHIVE_ID_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_PATH_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    START_PATH_FIELD_NUMBER: _ClassVar[int]
+    START_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    archive_id: str
+    manifest_path: str
+    total_bytes: int
+    start_path: str
+    start_offset: int
+    def __init__(self, archive_id: _Optional[str] = ..., manifest_path: _Optional[str] = ..., total_bytes: _Optional[int] = ..., start_path: _Optional[str] = ..., start_offset: _Optional[int] = ...) -> None: ...
+
+class ArchiveChunk(_message.Message):
+    __slots__ = ("path", "offset", "data")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    offset: int
+    data: bytes
+    def __init__(self, path: _Optional[str] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class PullArchiveResponse(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: ArchiveHeader
+    chunk: ArchiveChunk
+    def __init__(self, header: _Optional[_Union[ArchiveHeader, _Mapping]] = ..., chunk: _Optional[_Union[ArchiveChunk, _Mapping]] = ...) -> None: ...

@@ -74,6 +74,11 @@ class RadshareHubStub:
                 request_serializer=shared_dot_proto_dot_radshare__hub__pb2.GetRequest.SerializeToString,
                 response_deserializer=shared_dot_proto_dot_radshare__hub__pb2.FileChunk.FromString,
                 _registered_method=True)
+        self.PullArchive = channel.unary_stream(
+                '/radshare.hub.v1.RadshareHub/PullArchive',
+                request_serializer=shared_dot_proto_dot_radshare__hub__pb2.PullArchiveRequest.SerializeToString,
+                response_deserializer=shared_dot_proto_dot_radshare__hub__pb2.PullArchiveResponse.FromString,
+                _registered_method=True)
 
 
 class RadshareHubServicer:
@@ -129,6 +134,13 @@ class RadshareHubServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PullArchive(self, request, context):
+        """Pooled synthetic archives (operators only; resumable; checksummed by the manifest).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RadshareHubServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -171,6 +183,11 @@ def add_RadshareHubServicer_to_server(servicer, server):
                     servicer.GetGenerator,
                     request_deserializer=shared_dot_proto_dot_radshare__hub__pb2.GetRequest.FromString,
                     response_serializer=shared_dot_proto_dot_radshare__hub__pb2.FileChunk.SerializeToString,
+            ),
+            'PullArchive': grpc.unary_stream_rpc_method_handler(
+                    servicer.PullArchive,
+                    request_deserializer=shared_dot_proto_dot_radshare__hub__pb2.PullArchiveRequest.FromString,
+                    response_serializer=shared_dot_proto_dot_radshare__hub__pb2.PullArchiveResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -389,6 +406,33 @@ class RadshareHub:
             '/radshare.hub.v1.RadshareHub/GetGenerator',
             shared_dot_proto_dot_radshare__hub__pb2.GetRequest.SerializeToString,
             shared_dot_proto_dot_radshare__hub__pb2.FileChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PullArchive(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/radshare.hub.v1.RadshareHub/PullArchive',
+            shared_dot_proto_dot_radshare__hub__pb2.PullArchiveRequest.SerializeToString,
+            shared_dot_proto_dot_radshare__hub__pb2.PullArchiveResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from shared.artifacts.records import (
+    ArchiveChunk,
+    ArchiveHeader,
     ArtifactKind,
     ArtifactSummary,
     FileChunk,
@@ -22,6 +24,8 @@ from shared.errors import ArtifactError
 from shared.proto import radshare_hub_pb2 as pb
 
 __all__ = [
+    "archive_item_from_proto",
+    "archive_item_to_proto",
     "file_chunk_from_proto",
     "file_chunk_to_proto",
     "kind_from_proto",
@@ -32,6 +36,8 @@ __all__ = [
     "publish_request_to_proto",
     "publish_result_from_proto",
     "publish_result_to_proto",
+    "pull_archive_request_from_proto",
+    "pull_archive_request_to_proto",
     "summary_from_proto",
     "summary_to_proto",
     "upload_status_from_proto",
@@ -159,3 +165,44 @@ def manifest_reply_from_proto(message: pb.GetManifestResponse) -> ManifestReply:
         manifest_json=message.manifest_json,
         signer_public_key_pem=message.signer_public_key_pem,
     )
+
+
+def pull_archive_request_to_proto(
+    archive_id: str, start_path: str = "", start_offset: int = 0
+) -> pb.PullArchiveRequest:
+    return pb.PullArchiveRequest(
+        archive_id=archive_id, start_path=start_path, start_offset=start_offset
+    )
+
+
+def pull_archive_request_from_proto(message: pb.PullArchiveRequest) -> tuple[str, str, int]:
+    """``(archive_id, start_path, start_offset)``."""
+    return message.archive_id, message.start_path, int(message.start_offset)
+
+
+def archive_item_to_proto(item: ArchiveHeader | ArchiveChunk) -> pb.PullArchiveResponse:
+    if isinstance(item, ArchiveHeader):
+        header = pb.ArchiveHeader(
+            archive_id=item.archive_id,
+            manifest_path=item.manifest_path,
+            total_bytes=item.total_bytes,
+            start_path=item.start_path,
+            start_offset=item.start_offset,
+        )
+        return pb.PullArchiveResponse(header=header)
+    chunk = pb.ArchiveChunk(path=item.path, offset=item.offset, data=item.data)
+    return pb.PullArchiveResponse(chunk=chunk)
+
+
+def archive_item_from_proto(message: pb.PullArchiveResponse) -> ArchiveHeader | ArchiveChunk:
+    """A header or a chunk; a message with neither is an ArtifactError."""
+    which = message.WhichOneof("item")
+    if which == "header":
+        h = message.header
+        return ArchiveHeader(
+            h.archive_id, h.manifest_path, int(h.total_bytes), h.start_path, int(h.start_offset)
+        )
+    if which == "chunk":
+        c = message.chunk
+        return ArchiveChunk(c.path, int(c.offset), c.data)
+    raise ArtifactError("PullArchive stream: a message has neither 'header' nor 'chunk'")

@@ -1,4 +1,4 @@
-"""``radshare-site train``: progressive GAN training on a site cache (a thin shell over ``train``)."""
+"""``radshare-site train``: PGGAN training on a site cache (a thin shell over ``train``)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,12 @@ __all__ = ["train_command"]
 
 
 def train_command(
-    out: Path = typer.Option(..., "--out", help="new run folder, e.g. runs/nih-64 (or the run to resume)"),
-    cache: Path | None = typer.Option(None, "--cache", help="site cache from `radshare-site ingest`"),
+    out: Path = typer.Option(
+        ..., "--out", help="new run folder, e.g. runs/nih-64 (or the run to resume)"
+    ),
+    cache: Path | None = typer.Option(
+        None, "--cache", help="site cache from `radshare-site ingest`"
+    ),
     profile: str | None = typer.Option(
         None, "--profile", help="preset: tiny (CPU demo, ~2 min), cpu, gpu (the papers')"
     ),
@@ -38,7 +42,9 @@ def train_command(
     accelerator: str | None = typer.Option(None, "--accelerator", help="auto, cpu, gpu"),
     devices: int | None = typer.Option(None, "--devices", help="number of devices (DDP if > 1)"),
     strategy: str | None = typer.Option(None, "--strategy", help="auto or ddp"),
-    precision: str | None = typer.Option(None, "--precision", help="32-true (default) or bf16-mixed"),
+    precision: str | None = typer.Option(
+        None, "--precision", help="32-true (default) or bf16-mixed"
+    ),
     progress_bar: bool = typer.Option(True, "--progress-bar/--no-progress-bar"),
 ) -> None:
     """Train a PGGAN from 4×4 to --resolution on the cache's train split.

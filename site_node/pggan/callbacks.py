@@ -49,13 +49,13 @@ class TickCheckpoint(Callback):
     def save(self, trainer: pl.Trainer) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)  # the whole state, to resume
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
 
 
 class SampleGrids(Callback):
-    """``samples/fakes_KKKKK.KKKkimg.png``: G_ema on fixed latents every ``every_kimg`` and at the end.
+    """``samples/fakes_KKKKK.KKKkimg.png``: G_ema on fixed latents every ``every_kimg`` and last.
 
     Grids are drawn at the current resolution and fade, then nearest-upscaled to the
     target resolution so grids of one run line up.
@@ -123,10 +123,13 @@ class TickReport(Callback):
         seconds = max(time.perf_counter() - self._start_time, 1e-9)
         images_per_s = (pl_module.cur_nimg - self._start_nimg) / seconds
         self.tick += 1
-        pl_module.log("timing/images_per_s", images_per_s, on_epoch=True, on_step=False)
+        pl_module.log(
+            "timing/images_per_s", images_per_s, on_epoch=True, on_step=False, rank_zero_only=True
+        )
         metrics = trainer.callback_metrics
         log.info(
-            "tick %d  kimg %.1f  %s  alpha %.3f  loss_D %.4f  loss_G %.4f  sec/tick %.1f  img/s %.1f",
+            "tick %d  kimg %.1f  %s  alpha %.3f  loss_D %.4f  loss_G %.4f  sec/tick %.1f  "
+            "img/s %.1f",
             self.tick,
             pl_module.cur_nimg / 1000,
             pl_module.state.describe(),
@@ -153,7 +156,9 @@ class PGGANProgressBar(TQDMProgressBar):
         now = time.perf_counter()
         if self._last is not None and now > self._last[0]:
             rate = (pl_module.cur_nimg - self._last[1]) / (now - self._last[0])
-            self._images_per_s = 0.9 * self._images_per_s + 0.1 * rate if self._images_per_s else rate
+            self._images_per_s = (
+                0.9 * self._images_per_s + 0.1 * rate if self._images_per_s else rate
+            )
         self._last = (now, pl_module.cur_nimg)
         super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
 

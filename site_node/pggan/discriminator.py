@@ -12,6 +12,7 @@ float32 in [-1, 1] returns scores ``[N]`` (unbounded; a Wasserstein critic).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,10 +39,16 @@ class DiscriminatorConfig(BaseModel):
     mbstd_group_size: int = Field(4, ge=1)
 
     @classmethod
-    def mirror(cls, cfg: GeneratorConfig, **overrides: object) -> DiscriminatorConfig:
+    def mirror(cls, cfg: GeneratorConfig, **overrides: Any) -> DiscriminatorConfig:
         """The critic that grows in step with generator ``cfg``."""
-        shared = cfg.model_dump(include={"resolution_px", "fmap_base", "fmap_max", "fmap_min"})
-        return cls(**shared, num_channels=cfg.num_channels, **overrides)
+        return cls(
+            resolution_px=cfg.resolution_px,
+            fmap_base=cfg.fmap_base,
+            fmap_max=cfg.fmap_max,
+            fmap_min=cfg.fmap_min,
+            num_channels=cfg.num_channels,
+            **overrides,
+        )
 
     @property
     def max_res_log2(self) -> int:
@@ -127,7 +134,7 @@ class Discriminator(nn.Module):
         self.final = _FinalBlock(nf(1), nf(0), group_size)
 
     def forward(self, images: torch.Tensor, res_log2: int, alpha: float = 1.0) -> torch.Tensor:
-        """Scores ``[N]`` for images at ``2**res_log2`` px; the newest level faded in by ``alpha``."""
+        """Scores ``[N]`` at ``2**res_log2`` px, the newest level faded in by ``alpha``."""
         if not 2 <= res_log2 <= self.cfg.max_res_log2:
             raise ValueError(f"res_log2 must be in [2, {self.cfg.max_res_log2}], got {res_log2}")
         x = F.leaky_relu(self.from_rgb[res_log2 - 2](images), 0.2)

@@ -1,4 +1,4 @@
-"""Export of a finished run: ``export/g_ema.safetensors`` + ``export/generator.json``, and loading it.
+"""A finished run's ``export/`` (``g_ema.safetensors`` + ``generator.json``) and loading it.
 
 The export is everything publishing may read: G_ema's state dict (safetensors, nothing
 else) and a JSON description (:class:`GeneratorExport`) that rebuilds the network and

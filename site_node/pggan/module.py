@@ -1,4 +1,4 @@
-"""The PGGAN LightningModule: one critic step and one generator step per training step (n_critic = 1).
+"""The PGGAN LightningModule: one critic and one generator step per training step (n_critic 1).
 
 Lightning owns the loop, devices, precision and checkpoint files; this module owns the
 math and the training state (``cur_nimg``, ``step``, ``tick_start_nimg``), which is all a
@@ -25,14 +25,15 @@ from __future__ import annotations
 
 import copy
 import functools
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
+from pytorch_lightning.core.optimizer import LightningOptimizer
 from pytorch_lightning.strategies import DDPStrategy
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from shared.errors import TrainingError
 from shared.networks.generator import Generator
@@ -61,6 +62,19 @@ def ema_beta(batch_size: int, cur_nimg: int, halflife_kimg: float, rampup: float
     if rampup is not None:
         halflife_nimg = min(halflife_nimg, cur_nimg * rampup)
     return 0.5 ** (batch_size / max(halflife_nimg, 1e-8))
+
+
+class _TickSteps(Dataset[int]):
+    """The step numbers of one tick: what the train dataloader yields (the data comes by step)."""
+
+    def __init__(self, first_step: int, num_steps: int):
+        self.first_step, self.num_steps = first_step, num_steps
+
+    def __len__(self) -> int:
+        return self.num_steps
+
+    def __getitem__(self, index: int) -> int:
+        return self.first_step + index
 
 
 class GradientAllReduceDDP(DDPStrategy):
@@ -110,7 +124,7 @@ class PGGANModule(pl.LightningModule):
 
     def train_dataloader(self) -> DataLoader:
         steps = self.schedule.steps_in_tick(self.tick_start_nimg, self.tick_nimg)
-        return DataLoader(range(self.step, self.step + max(steps, 1)), batch_size=None)
+        return DataLoader(_TickSteps(self.step, max(steps, 1)), batch_size=None)
 
     def on_train_epoch_start(self) -> None:
         self.tick_done = False
@@ -204,15 +218,13 @@ class PGGANModule(pl.LightningModule):
     def _reals(
         self, state: ScheduleState, positions: np.ndarray, flips: torch.Tensor | None
     ) -> torch.Tensor:
-        images = self.reals.batch(positions, state.res_log2, state.alpha)
-        if flips is not None:
-            images = torch.where(flips[:, None, None, None], images.flip(3), images)
+        images = self.reals.batch(positions, state.res_log2, state.alpha, flips)
         return images.to(self.device, non_blocking=True)
 
     def _critic_step(
         self, state: ScheduleState, reals: torch.Tensor, z: torch.Tensor, eps: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        _, opt_D = self.optimizers()
+        _, opt_D = self._optimizers()
         with torch.no_grad():
             fakes = self.G.synthesize(z, state.res_log2, state.alpha)
         terms = critic_loss_terms(
@@ -232,7 +244,7 @@ class PGGANModule(pl.LightningModule):
         return terms
 
     def _generator_step(self, state: ScheduleState, z: torch.Tensor) -> torch.Tensor:
-        opt_G, _ = self.optimizers()
+        opt_G, _ = self._optimizers()
         fakes = self.G.synthesize(z, state.res_log2, state.alpha)
         self.D.requires_grad_(False)  # L_G needs no critic gradients
         try:
@@ -244,6 +256,10 @@ class PGGANModule(pl.LightningModule):
         self._average_gradients(self.G)
         opt_G.step()
         return loss
+
+    def _optimizers(self) -> tuple[LightningOptimizer, LightningOptimizer]:
+        opt_G, opt_D = cast(list[LightningOptimizer], self.optimizers())
+        return opt_G, opt_D
 
     def _average_gradients(self, network: torch.nn.Module) -> None:
         """Mean of the gradients over DDP ranks (no-op on one device)."""
@@ -268,11 +284,12 @@ class PGGANModule(pl.LightningModule):
     def _log_step(
         self, state: ScheduleState, critic: dict[str, torch.Tensor], generator: torch.Tensor
     ) -> None:
-        metrics = {f"loss/D_{name}": value.detach() for name, value in critic.items()}
+        metrics: dict[str, torch.Tensor | float] = {
+            f"loss/D_{name}": value.detach() for name, value in critic.items()
+        }
         metrics["loss/G"] = generator.detach()
         metrics["progress/kimg"] = self.cur_nimg / 1000
         metrics["progress/resolution_px"] = float(state.phase.res_px)
         metrics["progress/alpha"] = state.alpha
         metrics["progress/phase"] = float(state.phase_index)
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=state.batch_size)
-

@@ -33,7 +33,7 @@ def uint8_to_float(images: np.ndarray) -> torch.Tensor:
 
 
 def fade_reals(images: torch.Tensor, alpha: float) -> torch.Tensor:
-    """Blend each image with its 2×-downsampled-then-upsampled copy: ``lerp(low, images, alpha)``."""
+    """Blend images with their 2×-downsampled, upsampled copies: ``lerp(low, images, alpha)``."""
     if alpha >= 1.0:
         return images
     low = F.interpolate(F.avg_pool2d(images, 2), scale_factor=2, mode="nearest")
@@ -47,7 +47,7 @@ def _permutation(seed: int, data_epoch: int, num_images: int) -> np.ndarray:
 
 
 def batch_positions(seed: int, cur_nimg: int, batch_size: int, num_images: int) -> np.ndarray:
-    """Positions (``0..num_images-1``) of the images shown at ``cur_nimg .. cur_nimg+batch_size-1``."""
+    """Positions (``0..num_images-1``) of images number ``cur_nimg .. cur_nimg+batch_size-1``."""
     image_numbers = np.arange(cur_nimg, cur_nimg + batch_size, dtype=np.int64)
     data_epochs, offsets = np.divmod(image_numbers, num_images)
     positions = np.empty(batch_size, dtype=np.int64)
@@ -84,11 +84,20 @@ class RealImages:
             self._arrays[source_px] = self.cache.images(source_px)
         return source_px, self._arrays[source_px]
 
-    def batch(self, positions: np.ndarray, res_log2: int, alpha: float = 1.0) -> torch.Tensor:
-        """Images at ``positions`` of the split, ``[B, 1, 2**res_log2, 2**res_log2]``, faded."""
+    def batch(
+        self,
+        positions: np.ndarray,
+        res_log2: int,
+        alpha: float = 1.0,
+        flips: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Images at ``positions`` of the split, ``[B, 1, 2**res_log2, 2**res_log2]``, faded;
+        those where the bool ``flips[B]`` is True mirrored left-right."""
         res_px = 2**res_log2
         source_px, array = self._source(res_px)
         images = uint8_to_float(array[self.rows[positions]])
         if source_px != res_px:
             images = F.avg_pool2d(images, source_px // res_px)
+        if flips is not None:
+            images = torch.where(flips[:, None, None, None], images.flip(3), images)
         return fade_reals(images, alpha)

@@ -131,7 +131,9 @@ def build_phases(
     start_nimg = 0
     for res_log2 in range(2, max_res_log2 + 1):
         batch_size = _batch_size_at(2**res_log2, batch_sizes or {})
-        kinds = ("stabilise",) if res_log2 == 2 else ("fade", "stabilise")
+        kinds: tuple[Literal["stabilise", "fade"], ...] = (
+            ("stabilise",) if res_log2 == 2 else ("fade", "stabilise")
+        )
         for kind in kinds:
             length_nimg = fade_nimg if kind == "fade" else stabilise_nimg
             phases.append(Phase(kind, res_log2, start_nimg, length_nimg, batch_size))

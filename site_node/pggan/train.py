@@ -191,7 +191,9 @@ def _csv_version(run_dir: Path) -> str:
     return version
 
 
-def _build_trainer(options: TrainOptions, run_dir: Path, callbacks: Sequence[Callback]) -> pl.Trainer:
+def _build_trainer(
+    options: TrainOptions, run_dir: Path, callbacks: Sequence[Callback]
+) -> pl.Trainer:
     strategy: Any = GradientAllReduceDDP() if options.strategy == "ddp" else "auto"
     run_callbacks: list[Callback] = [
         *([PGGANProgressBar()] if options.progress_bar else []),

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from shared.artifacts.manifest import DPParameters, DPSegment
 from shared.errors import ConfigError, TrainingError
@@ -84,6 +85,11 @@ def plan_privacy(dp: DPOptions, schedule: ProgressSchedule, num_records: int) ->
         max_steps = sum(s.steps for s in segments)
         if dp.target_epsilon is not None:
             max_steps = steps_within_budget(segments, dp.target_epsilon, dp.delta, dp.accountant)
+            if max_steps == 0:
+                raise ConfigError(
+                    f"dp: target_epsilon={dp.target_epsilon} allows no step at noise_multiplier="
+                    f"{sigma}; raise the noise or the budget"
+                )
     if dp.delta >= 1.0 / num_records:
         log.warning("delta=%g is not below 1/N=%g: a weak guarantee", dp.delta, 1.0 / num_records)
     return PrivacyPlan(sigma, segments, max_steps)
@@ -132,9 +138,14 @@ class DPPGGANModule(PGGANModule):
         self.dp_optimizer.attach_step_hook(self._account_step)
         return [opt_G, self.dp_optimizer]
 
+    def train_dataloader(self) -> DataLoader:
+        """The tick's step numbers, ending where the budget does (no skipped batches)."""
+        steps = self.schedule.steps_in_tick(self.tick_start_nimg, self.tick_nimg)
+        steps = min(steps, self.plan.max_steps - self.step)
+        return DataLoader(range(self.step, self.step + max(steps, 1)), batch_size=None)
+
     def on_train_epoch_end(self) -> None:
         self.epsilon_so_far = self._live_epsilon()
-        self.log("privacy/epsilon", self.epsilon_so_far, on_epoch=True, on_step=False)
         if self.budget_spent and not super().finished:
             log.info("privacy budget spent after %d steps: stopping (epsilon %.3f)", self.step, self.epsilon_so_far)
         super().on_train_epoch_end()

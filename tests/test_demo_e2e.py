@@ -1,0 +1,172 @@
+"""The README's demo, end to end on tiny settings, as real processes (what `make demo` runs).
+
+One phantom demo output is built in three invocations, like a person would:
+1. started and stopped (SIGTERM) once the first site's data is ingested;
+2. run again with a fault drill: site b's SuperNode is killed during the federated audit;
+3. run again: it completes what is missing and skips what is done.
+A second output runs on the team's real images and its logs are searched for patient ids.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from deployment.report import SECTION_TITLES
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO_TIMEOUT_S = 1500
+
+
+def _demo(out: Path, *args: str, timeout_s: float = DEMO_TIMEOUT_S) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "deployment.demo", "--profile", "tiny", "--out", str(out), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+def _steps(out: Path) -> dict[str, dict]:
+    return json.loads((out / "state.json").read_text())["steps"]
+
+
+def _stop_after(out: Path, step: str, timeout_s: float = 600) -> None:
+    """Start the demo, SIGTERM it once ``step`` is done, wait for it to exit."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "deployment.demo", "--profile", "tiny", "--out", str(out)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            state = out / "state.json"
+            if state.is_file() and _steps(out).get(step, {}).get("status") == "done":
+                break
+            time.sleep(1.0)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def phantom_demo(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("demo") / "demo-out"
+    _stop_after(out, "site.a.ingest")
+    stopped = _steps(out)
+    drill = _demo(out, "--kill-site-during-audit", "b")
+    after_drill = _steps(out)
+    started = time.monotonic()
+    final = _demo(out)
+    return {
+        "out": out,
+        "stopped": stopped,
+        "drill": drill,
+        "after_drill": after_drill,
+        "final": final,
+        "final_s": time.monotonic() - started,
+    }
+
+
+def test_stopped_demo_resumes_instead_of_starting_over(phantom_demo):
+    stopped, steps = phantom_demo["stopped"], _steps(phantom_demo["out"])
+    done_before = [name for name, r in stopped.items() if r["status"] == "done"]
+    assert "site.a.ingest" in done_before
+    for name in done_before:
+        assert steps[name]["attempts"] == 1, f"{name} ran again after the stop"
+
+
+def test_demo_completes_and_the_report_has_every_section(phantom_demo):
+    final, out = phantom_demo["final"], phantom_demo["out"]
+    assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
+    assert f"report: {out / 'report' / 'index.html'}" in final.stdout
+    page = (out / "report" / "index.html").read_text()
+    for title in SECTION_TITLES:
+        assert f"<h2>{title}</h2>" in page
+    assert page.count("data:image/png;base64,") >= 2 + 2  # two sample grids, two prevalence plots
+    unfinished = {n: r["status"] for n, r in _steps(out).items() if r["status"] != "done"}
+    assert unfinished == {}
+
+
+def test_killed_site_is_unavailable_during_the_audit_then_completed(phantom_demo):
+    audit = phantom_demo["after_drill"]["hub.federated-audit"]
+    assert audit["status"] == "partial", audit
+    assert "histogram" in audit["outputs"]["sites"]["a"]
+    assert "unavailable" in json.dumps(audit["outputs"]["sites"]["b"])
+    completed = _steps(phantom_demo["out"])["hub.federated-audit"]
+    assert completed["status"] == "done"
+    assert {"a", "b"} <= set(completed["outputs"]["sites"])
+    assert all("histogram" in v for v in completed["outputs"]["sites"].values())
+
+
+def test_every_log_line_is_tagged_with_its_component(phantom_demo):
+    logs = sorted((phantom_demo["out"] / "logs").glob("*.log"))
+    assert {"demo.log", "hub.log", "superlink.log", "supernode-a.log", "site-a.log"} <= {
+        p.name for p in logs
+    }
+    for path in logs:
+        for line in path.read_text().splitlines():
+            assert line.startswith("ts=") and " component=" in line, (path.name, line[:200])
+
+
+# ---------------------------------------------------------------------------- real data
+
+# Numbers that are not patient ids although they may equal one: process ids that
+# uvicorn prints ("Started server process [12345]").
+_NOT_AN_ID = re.compile(r"server process \[\d+\]|pid[= ]\d+")
+
+
+def _identifiers(site: Path) -> set[str]:
+    """Every Patient ID (5+ digits: shorter ones are indistinguishable from counts), every
+    image name and stem, and each id zero-padded to 8 digits as NIH names carry it."""
+    found: set[str] = set()
+    with (site / "labels.csv").open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            patient = row["Patient ID"].strip()
+            found |= {row["Image Index"], Path(row["Image Index"]).stem, patient.zfill(8)}
+            if len(patient) >= 5:
+                found.add(patient)
+            if row.get("Original Patient Key"):
+                found.add(row["Original Patient Key"])
+    return found
+
+
+@pytest.mark.realdata
+def test_real_data_demo_logs_no_patient_id(site_a, site_b, tmp_path):
+    out = tmp_path / "demo-real"
+    result = _demo(out, "--data-a", str(site_a), "--data-b", str(site_b))
+    page = (out / "report" / "index.html").read_text()
+    for title in SECTION_TITLES:
+        assert f"<h2>{title}</h2>" in page
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    identifiers = _identifiers(site_a) | _identifiers(site_b)
+    pattern = re.compile(
+        r"(?<![\w.-])("
+        + "|".join(map(re.escape, sorted(identifiers, key=len, reverse=True)))
+        + r")(?![\w-])"
+    )
+    leaks = []
+    for path in sorted((out / "logs").glob("*.log")):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            match = pattern.search(_NOT_AN_ID.sub("", line))
+            if match:
+                leaks.append(f"{path.name}:{number}: {match.group(1)!r} in {line[:160]}")
+    assert leaks == []
+    assert os.path.getsize(out / "logs" / "site-a.log") > 0
