@@ -8,7 +8,9 @@ Lightning's bookkeeping are not timed). Batch sizes: Han et al.'s per resolution
 ``--batch-sizes``. Generation: ``G_ema(z)`` under ``no_grad`` at ``--gen-batch``.
 
 Full-size PGGAN (fmap_base 8192, fmap_max 512, z 512) by default; ``--small`` uses the
-tiny profile's widths. fp32 always; bf16 autocast too on CUDA. Examples::
+tiny profile's widths. fp32 always; bf16 autocast too on CUDA. Full size at the papers'
+batch sizes is a GPU workload: on 2 CPU threads one step at 32 px (batch 128) took over 100 s,
+so on a CPU use ``--small`` (or ``--batch-sizes``). Examples::
 
     python benchmarks/bench_pggan.py                        # CPU: 32, 64, 128 px, few steps
     python benchmarks/bench_pggan.py --small

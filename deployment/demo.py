@@ -247,14 +247,19 @@ def _federated(
     task: str,
     kill_site: str | None,
 ) -> None:
-    needs = ("services", *(f"hub.pull.{s.site_id}" for s in ctx.config.sites))
-    if task == "evaluate":
-        needs = ("services", "hub.classifiers")
+    if task == "audit":
+        needs = ("services", *(f"hub.pull.{s.site_id}" for s in ctx.config.sites))
+        state.run(
+            "hub.federated-audit",
+            lambda prior: hub_steps.federated_audit(ctx, consortium, REPO_ROOT, prior, kill_site),
+            needs=needs,
+        )
+        return
     _step(
         state,
-        f"hub.federated-{task}",
-        functools.partial(hub_steps.federated, ctx, state, consortium, task, REPO_ROOT, kill_site),
-        needs,
+        "hub.federated-evaluate",
+        functools.partial(hub_steps.federated_evaluate, ctx, consortium, REPO_ROOT),
+        ("services", "hub.classifiers"),
     )
 
 

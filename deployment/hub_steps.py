@@ -84,14 +84,20 @@ def federated_task(
     *,
     name: str,
     run_config: dict[str, object],
+    on_running: Any = None,
 ) -> dict[str, Any]:
-    """Submit one federated task (``flwr run``) and wait for it; its status and log."""
+    """Submit one federated task (``flwr run``) and wait for it; its status and log.
+
+    ``on_running()`` is called at each poll once the run is running (fault drills).
+    """
     import logging
 
     log = logging.getLogger("radshare.deployment.demo")
 
     def progress(elapsed_s: float, status: str) -> None:
         log.info("hub: federated %s: %s after %.0f s", name, status, elapsed_s)
+        if on_running is not None and status.startswith("running"):
+            on_running()
 
     run = run_app(
         connection,
@@ -156,19 +162,107 @@ def train_classifiers(ctx: DemoContext, state: Any) -> dict[str, Any]:
     return {"classifiers": runs}
 
 
-def federated(
+def federated_audit(
     ctx: DemoContext,
-    state: Any,
     consortium: Any,
-    task: str,
     repo_root: Path,
+    prior: dict[str, Any],
     kill_site: str | None,
 ) -> dict[str, Any]:
-    """One federated task through the SuperLink (``audit`` or ``evaluate``)."""
-    app_dir = find_flower_app(repo_root)
-    if consortium.connection is None:
+    """Audit each site's generator at that site (``query.audit``), one Flower run per site.
+
+    Sites already audited (in ``prior``) are kept; a site whose SuperNode does not answer
+    is recorded as unavailable and the step is partial, so a rerun audits only it.
+    ``kill_site`` (fault drill) SIGKILLs that site's SuperNode once the first run is running.
+    """
+    app_dir, connection = find_flower_app(repo_root), consortium.connection
+    if connection is None:
         raise StepFailedError("the SuperLink is not running")
-    out = ctx.layout.federated / task
-    out.mkdir(parents=True, exist_ok=True)
-    run_config: dict[str, object] = {"task": task, "out-dir": str(out)}
-    return federated_task(ctx, consortium.connection, app_dir, name=task, run_config=run_config)
+    sites: dict[str, Any] = dict(prior.get("sites", {}))
+    drill = {"pending": kill_site}
+    for site in ctx.config.sites:
+        if isinstance(sites.get(site.site_id), dict) and "histogram" in sites[site.site_id]:
+            continue
+        out = ctx.layout.federated / "audit" / site.site_id
+        run_config: dict[str, object] = {
+            "task": "audit",
+            "generator-bundle": str(ctx.layout.pulled(site.site_id)),
+            "sites": site.site_id,
+            "num-samples": ctx.settings.audit_num_generated,
+            "seed": ctx.config.seed,
+            "num-permutations": 999,
+            "timeout-s": max(30.0, ctx.settings.federated_timeout_s - 60.0),
+            "out-dir": str(out),
+        }
+        try:
+            federated_task(
+                ctx, connection, app_dir, name=f"audit-{site.site_id}", run_config=run_config,
+                on_running=lambda: _drill(consortium, drill),
+            )  # fmt: skip
+        except StepFailedError as error:
+            sites[site.site_id] = {"unavailable": str(error)[:300]}
+            continue
+        sites[site.site_id] = _audit_result(out, site.site_id)
+    missing = [s for s, v in sites.items() if "histogram" not in v]
+    outputs: dict[str, Any] = {"sites": sites}
+    if missing:
+        outputs["_partial"] = f"unavailable: {', '.join(missing)} (run the demo again)"
+    return outputs
+
+
+def _drill(consortium: Any, drill: dict[str, str | None]) -> None:
+    site = drill.get("pending")
+    if site:
+        import logging
+
+        logging.getLogger("radshare.deployment.demo").warning(
+            "fault drill: killing site %s's SuperNode during the federated audit", site
+        )
+        consortium.kill(f"supernode-{site}")
+        drill["pending"] = None
+
+
+def _audit_result(out: Path, site_id: str) -> dict[str, Any]:
+    """The site's audit numbers from ``<out>/reports/<site>.json``, or why there are none."""
+    path = out / "reports" / f"{site_id}.json"
+    if not path.is_file():
+        page = out / "report.md"
+        why = page.read_text()[-300:] if page.is_file() else "no report written"
+        return {"unavailable": f"site {site_id} did not answer: {why}"}
+    summary = json.loads(path.read_text())["summary"]
+    return {
+        "histogram": summary["best_ssim_histogram"],
+        "passed": summary["verdict"]["passed"],
+        "near_copies": summary["near_copy_count"],
+        "p_ssim": summary["ssim_test"].get("p_value"),
+        "report": str(path),
+    }
+
+
+def federated_evaluate(ctx: DemoContext, consortium: Any, repo_root: Path) -> dict[str, Any]:
+    """Evaluate every classifier on each site's real test split (``evaluate.classifier``)."""
+    app_dir, connection = find_flower_app(repo_root), consortium.connection
+    if connection is None:
+        raise StepFailedError("the SuperLink is not running")
+    out = ctx.layout.federated / "evaluate"
+    run_config: dict[str, object] = {
+        "task": "evaluate",
+        "classifiers-dir": str(ctx.layout.hub / "classifiers"),
+        "timeout-s": max(30.0, ctx.settings.federated_timeout_s - 60.0),
+        "out-dir": str(out),
+    }
+    run = federated_task(ctx, connection, app_dir, name="evaluate", run_config=run_config)
+    table = out / "comparison.csv"
+    if not table.is_file():
+        raise StepFailedError(f"federated evaluation wrote no {table}")
+    return {**run, "table": _comparison_rows(table)}
+
+
+def _comparison_rows(path: Path) -> dict[str, Any]:
+    """``comparison.csv`` (site, label, setting, auc, ...) as header + rows for the report."""
+    import csv
+
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    columns = ["setting", "site", "label", "auc", "auc_low", "auc_high", "n_pos", "n_neg"]
+    return {"columns": columns, "rows": [[row.get(c, "") for c in columns] for row in rows]}

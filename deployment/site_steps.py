@@ -164,7 +164,7 @@ def train_pggan(ctx: DemoContext, site: DemoSite) -> dict[str, Any]:
     common += ["--resolution", str(s.pggan_resolution_px), "--seed", str(ctx.config.seed)]
     if has_verb("radshare-site", "train"):
         argv = ["radshare-site", "train", *common, "--kimg-per-phase", str(s.pggan_kimg_per_phase)]
-        argv += ["--accelerator", s.accelerator]
+        argv += ["--accelerator", s.accelerator, "--no-progress-bar"]  # progress: tick lines
         if (run_dir / "options.json").is_file():  # an interrupted run: go on from last.ckpt
             argv = ["radshare-site", "train", "--out", str(run_dir), "--resume"]
     else:

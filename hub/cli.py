@@ -11,7 +11,19 @@ import sys
 
 import typer
 
-from hub.commands import certs, list_artifacts, pull, quality, register_site, serve, synthesize
+from hub.commands import (
+    certs,
+    evaluate,
+    list_artifacts,
+    pool,
+    pull,
+    pull_archive,
+    quality,
+    register_site,
+    serve,
+    synthesize,
+    train_classifier,
+)
 from shared.errors import RadshareError
 
 __all__ = ["app", "main"]
@@ -26,12 +38,16 @@ app = typer.Typer(
 
 # Command registrations (one line per verb; keep sorted by verb).
 app.command("certs")(certs.certs)
+app.command("evaluate")(evaluate.evaluate)
 app.command("list")(list_artifacts.list_artifacts)
+app.command("pool")(pool.pool)
 app.command("pull")(pull.pull)
+app.command("pull-archive")(pull_archive.pull_archive)
 app.command("quality")(quality.quality)
 app.command("register-site")(register_site.register_site)
 app.command("serve")(serve.serve)
 app.command("synthesize")(synthesize.synthesize)
+app.command("train-classifier")(train_classifier.train_classifier)
 
 
 def main() -> None:

@@ -45,9 +45,17 @@ _META, _COUNTS, _METRICS, _ROC = (
     "evaluation.roc",
 )
 _METRIC_NAMES = (
-    "auc", "auc_low", "auc_high", "threshold_logit", "sensitivity", "sensitivity_low",
-    "sensitivity_high", "specificity", "specificity_low", "specificity_high",
-)  # fmt: skip
+    "auc",
+    "auc_low",
+    "auc_high",
+    "threshold_logit",
+    "sensitivity",
+    "sensitivity_low",
+    "sensitivity_high",
+    "specificity",
+    "specificity_low",
+    "specificity_high",
+)
 
 
 class TrainRecipe(BaseModel):
@@ -74,7 +82,7 @@ class RareClassSetting(BaseModel):
 
 
 class EvaluationRequest(BaseModel):
-    """``evaluate.classifier``: evaluate the attached classifier, or train one on real data first."""
+    """``evaluate.classifier``: evaluate the classifier sent, or train one on real data first."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -89,6 +97,7 @@ class EvaluationRequest(BaseModel):
     roc_points: int = Field(21, ge=2)
     recipe: TrainRecipe = Field(default_factory=TrainRecipe)
     rare_class: RareClassSetting | None = None
+    sites: list[str] | None = Field(None, description="None: every site answers")
 
 
 class ClassResult(BaseModel):
@@ -143,17 +152,25 @@ def _none(value: float) -> float | None:
 def evaluation_to_records(evaluation: SiteEvaluation) -> RecordDict:
     """The reply records: meta (names), counts, metrics (NaN = withheld or undefined), ROC."""
     classes = evaluation.classes
-    meta = ConfigRecord({
-        "site_id": evaluation.site_id, "tag": evaluation.tag, "split": evaluation.split,
-        "classes": [c.name for c in classes],
-        "threshold_source": [c.threshold_source for c in classes],
-        "training_keys": sorted(evaluation.training),
-    })  # fmt: skip
-    counts = MetricRecord({
-        "n_images": evaluation.n_images, "num_resamples": evaluation.num_resamples,
-        "n_pos": [c.n_pos for c in classes], "n_neg": [c.n_neg for c in classes],
-        "training": [int(evaluation.training[k]) for k in sorted(evaluation.training)],
-    })  # fmt: skip
+    meta = ConfigRecord(
+        {
+            "site_id": evaluation.site_id,
+            "tag": evaluation.tag,
+            "split": evaluation.split,
+            "classes": [c.name for c in classes],
+            "threshold_source": [c.threshold_source for c in classes],
+            "training_keys": sorted(evaluation.training),
+        }
+    )
+    counts = MetricRecord(
+        {
+            "n_images": evaluation.n_images,
+            "num_resamples": evaluation.num_resamples,
+            "n_pos": [c.n_pos for c in classes],
+            "n_neg": [c.n_neg for c in classes],
+            "training": [int(evaluation.training[k]) for k in sorted(evaluation.training)],
+        }
+    )
     metrics = MetricRecord(
         {name: [_nan(getattr(c, name)) for c in classes] for name in _METRIC_NAMES}
     )
@@ -174,10 +191,13 @@ def _class(
     values: dict[str, Any] = {k: _none(metrics[k][i]) for k in _METRIC_NAMES}  # type: ignore[index]
     tpr = list(roc.get(f"tpr/{i}", []))  # type: ignore[arg-type]
     return ClassResult(
-        name=name, n_pos=int(counts["n_pos"][i]), n_neg=int(counts["n_neg"][i]),  # type: ignore[index]
+        name=name,
+        n_pos=int(counts["n_pos"][i]),
+        n_neg=int(counts["n_neg"][i]),  # type: ignore[index]
         threshold_source=str(meta["threshold_source"][i]),  # type: ignore[index]
-        roc_tpr=[float(x) for x in tpr] or None, **values,
-    )  # fmt: skip
+        roc_tpr=[float(x) for x in tpr] or None,
+        **values,
+    )
 
 
 def evaluation_from_records(content: RecordDict) -> SiteEvaluation:
@@ -192,9 +212,12 @@ def evaluation_from_records(content: RecordDict) -> SiteEvaluation:
     names = [str(n) for n in meta["classes"]]  # type: ignore[union-attr]
     training = dict(zip(meta["training_keys"], counts["training"], strict=True))  # type: ignore[arg-type]
     return SiteEvaluation(
-        site_id=str(meta["site_id"]), tag=str(meta["tag"]), split=str(meta["split"]),
-        n_images=int(counts["n_images"]), num_resamples=int(counts["num_resamples"]),  # type: ignore[arg-type]
+        site_id=str(meta["site_id"]),
+        tag=str(meta["tag"]),
+        split=str(meta["split"]),
+        n_images=int(counts["n_images"]),
+        num_resamples=int(counts["num_resamples"]),  # type: ignore[arg-type]
         roc_fpr_grid=[float(x) for x in roc["fpr_grid"]],  # type: ignore[union-attr]
         classes=[_class(i, n, meta, counts, metrics, roc) for i, n in enumerate(names)],
         training={str(k): int(v) for k, v in training.items()},
-    )  # fmt: skip
+    )

@@ -13,6 +13,7 @@ import typer
 
 from shared.errors import RadshareError
 from site_node.commands import keygen, publish, reader_study
+from site_node.commands.audit import audit_command
 from site_node.commands.ingest import ingest_command
 from site_node.commands.phantom import phantom
 from site_node.commands.sample import sample_command
@@ -30,6 +31,7 @@ app = typer.Typer(
 )
 
 # Command registrations (one line per verb; keep sorted by verb).
+app.command("audit")(audit_command)
 app.command("ingest")(ingest_command)
 app.command("keygen")(keygen.keygen)
 app.command("phantom")(phantom)

@@ -77,7 +77,10 @@ def _only_aggregates(content, num_classes: int, roc_points: int, n_images: int) 
         assert isinstance(record, ConfigRecord | MetricRecord), name
         for key, value in record.items():
             if isinstance(value, list):
-                assert len(value) in (num_classes, roc_points, 0) or key in ("training", "training_keys"), (name, key)
+                assert len(value) in (num_classes, roc_points, 0) or key in (
+                    "training",
+                    "training_keys",
+                ), (name, key)
                 assert len(value) < n_images, (name, key)
     meta = content.config_records["evaluation.meta"]
     assert set(meta.keys()) == {
@@ -123,10 +126,15 @@ def test_evaluate_reply_holds_aggregates_that_match_a_local_reference(cache_a):
 def test_train_real_baseline_at_site_with_rare_class(cache_a):
     cfg = LabellerConfig(class_names=("Cardiomegaly", "Effusion", "No Finding"), **TINY)
     request = EvaluationRequest(
-        tag="real-rare", mode="train-real", labeller_config=cfg, num_resamples=200,
+        tag="real-rare",
+        mode="train-real",
+        labeller_config=cfg,
+        num_resamples=200,
         recipe=TrainRecipe(max_epochs=1, batch_size=64),
-        rare_class=RareClassSetting(label="Cardiomegaly", keep_fraction=0.05, strategy="oversample"),
-    )  # fmt: skip
+        rare_class=RareClassSetting(
+            label="Cardiomegaly", keep_fraction=0.05, strategy="oversample"
+        ),
+    )
     reply = evaluate_classifier_task(request_content(request), cache_a, site_id="a")
     _only_aggregates(reply, 3, request.roc_points, len(cache_a.indices("test")))
     evaluation = evaluation_from_records(reply)

@@ -23,8 +23,18 @@ from hub.pooling.store import ARCHIVE_MANIFEST, ArchiveStore
 from hub.pooling.writer import write_pooled_archive
 from shared.errors import ConfigError, LabelError
 
-A_FINDINGS = ["Effusion", "Cardiomegaly|Effusion", "No Finding", "Pneumonia", "No Finding",
-              "Atelectasis", "Effusion", "No Finding", "Cardiomegaly", "No Finding"] * 3  # fmt: skip
+A_FINDINGS = [
+    "Effusion",
+    "Cardiomegaly|Effusion",
+    "No Finding",
+    "Pneumonia",
+    "No Finding",
+    "Atelectasis",
+    "Effusion",
+    "No Finding",
+    "Cardiomegaly",
+    "No Finding",
+] * 3
 B_FINDINGS = ["Pneumonia", "Pneumonia", "No Finding", "Pneumonia", "No Finding", "Pneumonia"] * 4
 
 
@@ -137,9 +147,11 @@ def test_rake_weights_match_target_prevalence():
 
 def test_match_prevalence_resamples_towards_target(sources):
     options = PoolOptions(
-        strategy=PoolStrategy.MATCH_PREVALENCE, num_images=4000,
-        target_prevalence={"Pneumonia": 0.25, "Effusion": 0.2}, seed=3,
-    )  # fmt: skip
+        strategy=PoolStrategy.MATCH_PREVALENCE,
+        num_images=4000,
+        target_prevalence={"Pneumonia": 0.25, "Effusion": 0.2},
+        seed=3,
+    )
     plan = plan_pool(sources, options)
     labels, mask, _ = plan_labels(plan, sources)
     space = plan.label_space
@@ -151,7 +163,7 @@ def test_match_prevalence_resamples_towards_target(sources):
 
 def test_balance_gives_each_label_its_quota(sources):
     plan = plan_pool(sources, PoolOptions(strategy=PoolStrategy.BALANCE, images_per_label=5))
-    labels, mask, _ = plan_labels(plan, sources)
+    labels, _, _ = plan_labels(plan, sources)
     positives = labels.sum(axis=0)
     available = sum(t.split("|").count("Atelectasis") for t in A_FINDINGS)
     atelectasis = plan.label_space.index("Atelectasis")

@@ -21,7 +21,7 @@ from shared.hub_client import ClientTLS
 pytestmark = pytest.mark.integration
 
 
-class Interrupted(Exception):
+class PullCutError(Exception):
     """Raised by the fault-injection callback to cut a pull short."""
 
 
@@ -91,9 +91,9 @@ def test_interrupted_pull_resumes_where_it_stopped(consortium, hub, tmp_path):
     def cut_after_30(path: str, offset: int) -> None:
         seen.append((path, offset))
         if len(seen) == 30:
-            raise Interrupted
+            raise PullCutError
 
-    with _puller(consortium, server) as puller, pytest.raises(Interrupted):
+    with _puller(consortium, server) as puller, pytest.raises(PullCutError):
         puller.pull(pooled.archive_id, tmp_path / "pulled", on_chunk=cut_after_30)
     assert (tmp_path / "pulled.partial").is_dir() and not (tmp_path / "pulled").exists()
     first_run, cut = list(seen[:29]), seen[29]  # the 30th chunk was never written
@@ -116,7 +116,7 @@ def test_a_corrupted_file_on_the_hub_is_caught_by_the_checksum(consortium, hub, 
     victim.write_bytes(bytes(data))
     with (
         _puller(consortium, server) as puller,
-        pytest.raises(IntegrityError, match="Data_Entry.csv"),
+        pytest.raises(IntegrityError, match=r"Data_Entry\.csv"),
     ):
         puller.pull(pooled.archive_id, tmp_path / "pulled")
 

@@ -1,4 +1,4 @@
-"""The hub's side of ``evaluate.classifier``: send a classifier (or a recipe) to sites, collect aggregates.
+"""The hub's side of ``evaluate.classifier``: send a classifier or a recipe, collect aggregates.
 
     results = evaluate_on_sites(grid, request_content(request, classifier), timeout_s=600)
 
@@ -16,27 +16,32 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
-import torch  # noqa: F401  (ArrayRecord.to_torch_state_dict needs torch imported first)
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
-from shared.errors import FederationError
+from shared.errors import ConfigError, FederationError
 from shared.evaluation_records import (
     CLASSIFIER_RECORD,
     ENRICH_RECORD,
     REQUEST_RECORD,
     EvaluationRequest,
+    RareClassSetting,
     SiteEvaluation,
+    TrainRecipe,
     evaluation_from_records,
 )
-from shared.networks.labeller import Labeller
+from shared.networks.labeller import Labeller, LabellerConfig
 
 __all__ = [
     "MESSAGE_TYPE",
     "SiteResults",
+    "evaluate_main",
     "evaluate_on_sites",
+    "evaluation_contents",
     "request_content",
     "run_requests",
 ]
@@ -130,3 +135,114 @@ def run_requests(
         tag: evaluate_on_sites(grid, content, node_ids=node_ids, timeout_s=timeout_s)
         for tag, content in contents.items()
     }
+
+
+def _parse_classifiers(text: str) -> dict[str, Path]:
+    """``"pooled=/x/bundle,synthetic:a=/y/bundle"`` → tag → bundle folder."""
+    out = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        tag, sep, path = item.partition("=")
+        if not sep or not tag or not path:
+            raise ConfigError(f"run_config 'classifiers': expected tag=bundle_dir, got {item!r}")
+        out[tag] = Path(path)
+    return out
+
+
+def _enrich_arrays(archive: Path, cfg: LabellerConfig, label: str, num_images: int, seed: int):
+    """uint8 images, labels and masks of ``num_images`` archive images positive for ``label``."""
+    from hub.pooling.dataset import ArchiveImages, load_training_table
+
+    table = load_training_table(archive, label_space=cfg.class_names)
+    rows = np.flatnonzero(table.labels[:, list(cfg.class_names).index(label)] > 0)
+    if len(rows) < num_images:
+        raise ConfigError(f"{archive}: {len(rows)} {label!r} images, {num_images} asked for")
+    rows = np.sort(np.random.default_rng(seed).choice(rows, size=num_images, replace=False))
+    images = ArchiveImages(table.subset(rows), cfg.resolution_px)
+    stacked = np.stack([images[i][0][0].numpy() for i in range(len(images))])
+    return stacked, table.labels[rows], table.mask[rows]
+
+
+def evaluation_contents(run_config: Mapping[str, object]) -> dict[str, RecordDict]:
+    """The requests a run asks for: one per classifier, the real baseline, rare-class variants.
+
+    Run-config keys: ``classifiers`` (``tag=bundle_dir,...``), ``hub-public-key`` (PEM
+    file; default: each bundle's ``signer.pub``), ``real-baseline`` (bool), ``epochs``,
+    ``num-resamples``, ``min-count``, ``seed``, ``rare-label``, ``rare-keep-fraction``,
+    ``rare-enrich-archive``, ``rare-enrich-images``.
+    """
+    from hub.pooling.bundle import load_classifier_bundle
+
+    key = run_config.get("hub-public-key")
+    common = {
+        "num_resamples": int(run_config.get("num-resamples", 10_000)),  # type: ignore[call-overload]
+        "min_count": int(run_config.get("min-count", 5)),  # type: ignore[call-overload]
+        "seed": int(run_config.get("seed", 0)),  # type: ignore[call-overload]
+        "sites": [s for s in str(run_config.get("sites", "")).split(",") if s.strip()] or None,
+    }
+    recipe = TrainRecipe(max_epochs=int(run_config.get("epochs", 10)), seed=common["seed"])  # type: ignore[call-overload]
+    contents: dict[str, RecordDict] = {}
+    cfg = None
+    for tag, bundle in _parse_classifiers(str(run_config.get("classifiers", ""))).items():
+        net, card, _ = load_classifier_bundle(bundle, Path(str(key)) if key else None)
+        thresholds = {c.name: c.threshold_logit for c in card.classes}
+        request = EvaluationRequest(
+            tag=tag, labeller_config=net.cfg, fallback_thresholds_logit=thresholds, **common
+        )
+        contents[tag] = request_content(request, net)
+        cfg = cfg or net.cfg
+    if cfg is not None and bool(run_config.get("real-baseline", False)):
+        request = EvaluationRequest(
+            tag="real", mode="train-real", labeller_config=cfg, recipe=recipe, **common
+        )
+        contents["real"] = request_content(request)
+    label = str(run_config.get("rare-label", ""))
+    if cfg is not None and label:
+        fraction = float(run_config.get("rare-keep-fraction", 0.05))  # type: ignore[arg-type]
+        for strategy in ("none", "oversample", "synthetic"):
+            rare = RareClassSetting(
+                label=label, keep_fraction=fraction, strategy=strategy, seed=common["seed"]
+            )
+            request = EvaluationRequest(
+                tag=f"rare:{strategy}",
+                mode="train-real",
+                labeller_config=cfg,
+                recipe=recipe,
+                rare_class=rare,
+                **common,
+            )
+            enrich = None
+            if strategy == "synthetic":
+                archive = Path(str(run_config["rare-enrich-archive"]))
+                count = int(run_config.get("rare-enrich-images", 100))  # type: ignore[call-overload]
+                enrich = _enrich_arrays(archive, cfg, label, count, common["seed"])
+            contents[request.tag] = request_content(request, enrich=enrich)
+    if not contents:
+        raise ConfigError("run_config names no classifier ('classifiers=tag=bundle_dir,...')")
+    return contents
+
+
+def evaluate_main(grid: Grid, run_config: Mapping[str, object]) -> Path:
+    """The ServerApp's ``evaluate`` task: all requests to all sites; results and report to out-dir."""
+    from hub.evaluation.comparison import comparison_table, markdown_table, save_evaluations
+    from hub.evaluation.report import write_report
+
+    out = Path(str(run_config.get("out-dir", "evaluation")))
+    out.mkdir(parents=True, exist_ok=True)
+    timeout_s = float(run_config.get("timeout-s", 3600.0))  # type: ignore[arg-type]
+    results = run_requests(grid, evaluation_contents(run_config), timeout_s=timeout_s)
+    evaluations = [e for r in results.values() for e in r.evaluations.values()]
+    failures = {
+        f"{tag}/node {node}": why for tag, r in results.items() for node, why in r.failures.items()
+    }
+    save_evaluations(out / "evaluations.json", evaluations, failures)
+    table = comparison_table(evaluations)
+    table.to_csv(out / "comparison.csv", index=False)
+    (out / "comparison.md").write_text(markdown_table(table) + "\n")
+    write_report(out / "report.html", evaluations, failures)
+    log.info(
+        "evaluation: %d replies, %d failures; report %s",
+        len(evaluations),
+        len(failures),
+        out / "report.html",
+    )
+    return out

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file, save_file
 
 from shared.artifacts.bundle import (
+    SIGNER_KEY_FILE,
     SignedManifest,
     TensorInfo,
     read_bundle,
@@ -33,6 +34,7 @@ from shared.artifacts.bundle import (
 )
 from shared.artifacts.manifest import BundleManifest, register_manifest
 from shared.artifacts.records import ArtifactKind
+from shared.artifacts.signing import public_key_pem
 from shared.errors import ArtifactError
 from shared.networks.labeller import Labeller, LabellerConfig
 
@@ -135,9 +137,12 @@ def write_classifier_bundle(
         weights, card_path = Path(tmp) / WEIGHTS_FILE, Path(tmp) / CARD_FILE
         save_file(state, str(weights), metadata={"format": "pt"})
         card_path.write_text(card.model_dump_json(indent=2))
-        return write_bundle(
-            Path(out_dir), fields, {WEIGHTS_FILE: weights, CARD_FILE: card_path}, private_key
-        )
+        files = {WEIGHTS_FILE: weights, CARD_FILE: card_path}
+        signed = write_bundle(Path(out_dir), fields, files, private_key)
+    # The signer's key beside the manifest, as in pulled bundles: integrity when loading
+    # without a key; pass the hub's key to load_classifier_bundle for authenticity.
+    (Path(out_dir) / SIGNER_KEY_FILE).write_bytes(public_key_pem(private_key.public_key()))
+    return signed
 
 
 def load_classifier_bundle(

@@ -118,10 +118,11 @@ class _Receiver:
             self.manifest = _load_manifest(self.staging, self.header.archive_id)
             return
         expected = self.expected(path)
-        if expected is not None and size >= expected[0]:
-            if size != expected[0] or _sha256(self.staging / path) != expected[1]:
-                (self.staging / path).unlink()
-                raise IntegrityError(f"{path}: received bytes do not match the manifest's sha256")
+        if expected is None or size < expected[0]:
+            return
+        if size != expected[0] or _sha256(self.staging / path) != expected[1]:
+            (self.staging / path).unlink()
+            raise IntegrityError(f"{path}: received bytes do not match the manifest's sha256")
 
 
 class ArchivePuller:

@@ -44,6 +44,7 @@ from hub.pooling.pool import (
 )
 from hub.pooling.store import ARCHIVE_MANIFEST, ArchiveFile, PoolManifest, SiteEntry
 from shared import __version__
+from shared.errors import ConfigError
 from shared.labels import NO_FINDING
 
 __all__ = ["ENTRY_CSV", "PooledArchive", "write_pooled_archive"]
@@ -219,14 +220,19 @@ def write_pooled_archive(
     store_root: Path,
     *,
     shard_size_images: int = 10_000,
+    out_dir: Path | None = None,
 ) -> PooledArchive:
-    """Copy the selected images, write the tables and the manifest; rename into ``store_root``.
+    """Copy the selected images, write the tables and the manifest, then rename into place.
 
-    Returns the pooled archive, whose folder is ``store_root / archive_id``.
+    The folder is ``store_root / archive_id`` (the hub's store, pullable), or ``out_dir``
+    when given (which must not exist).
     """
     store_root = Path(store_root)
-    store_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=store_root, prefix=".pool-"))
+    parent = Path(out_dir).parent if out_dir is not None else store_root
+    if out_dir is not None and Path(out_dir).exists():
+        raise ConfigError(f"{out_dir}: already exists; a pooled archive is never overwritten")
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=".pool-"))
     try:
         table = _entry_table(plan, sources, shard_size_images)
         resolution = _copy_images(plan, sources, table, tmp)
@@ -235,7 +241,7 @@ def write_pooled_archive(
         data = manifest.to_json_bytes()
         archive_id = hashlib.sha256(data).hexdigest()
         (tmp / ARCHIVE_MANIFEST).write_bytes(data)
-        final = store_root / archive_id
+        final = Path(out_dir) if out_dir is not None else store_root / archive_id
         if final.exists():
             shutil.rmtree(tmp)
         else:

@@ -362,8 +362,11 @@ def pull_archive(
     if state.archives is None:
         raise NotFoundError("this hub serves no archives")
     full, total, chunks = archive_stream(
-        state.archives, archive_id, start_path=start_path, start_offset=start_offset,
+        state.archives,
+        archive_id,
+        start_path=start_path,
+        start_offset=start_offset,
         chunk_bytes=state.limits.chunk_bytes,
-    )  # fmt: skip
+    )
     log.info("pull archive %s from %r by %s", full[:12], start_path or "start", caller.identity)
     return ArchiveHeader(full, ARCHIVE_MANIFEST, total, start_path, start_offset), chunks

@@ -5,8 +5,11 @@ images it was trained on (members, the train split) from images of other patient
 it never saw (non-members, the holdout split)? :class:`MembershipSummary` holds,
 per attack, the ROC AUC and the true-positive rate at a low false-positive rate
 (Carlini et al. 2022: an attack matters by what it finds at low FPR), each with a
-percentile bootstrap CI. AUC 0.5 and TPR = FPR are what an attack without any
-membership signal gets. No score, image or row index is part of these models.
+percentile bootstrap CI that resamples whole patients (members', non-members' and
+the calibration reference's: images of one patient are not independent, and a
+few dozen holdout patients move the AUC by several hundredths on their own). AUC
+0.5 and TPR = FPR are what an attack without any membership signal gets. No
+score, image or row index is part of these models.
 """
 
 from __future__ import annotations
@@ -38,13 +41,14 @@ class MembershipSettings(_Strict):
     max_queries: int = Field(
         default=1000, ge=2, description="members and non-members, each at most this many"
     )
+    max_reference: int = Field(default=2000, ge=1, description="reference images, at most")
     holdout_split: Literal["test", "val"] = "test"
     reference_split: Literal["val", "test"] = Field(
         default="val", description="real non-members that calibrate each query's difficulty"
     )
     distance_px: int = Field(default=32, ge=4, description="images box-averaged to this size")
     target_fpr: float = Field(default=0.01, gt=0, lt=1)
-    num_resamples: int = Field(default=1000, ge=10, le=100_000)
+    num_resamples: int = Field(default=1000, ge=10, le=100_000, description="patient bootstrap")
     seed: int = Field(default=0, ge=0, description="query subsets and bootstrap")
 
 

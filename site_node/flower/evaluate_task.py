@@ -23,8 +23,7 @@ import logging
 from collections.abc import Sequence
 
 import numpy as np
-import torch
-from flwr.app import ArrayRecord, RecordDict
+from flwr.app import RecordDict
 
 from shared.errors import FederationError
 from shared.evaluation_records import (
@@ -96,6 +95,8 @@ def evaluate_classifier_task(
 ) -> RecordDict:
     """Answer one ``evaluate.classifier`` message with aggregate records."""
     request = parse_request(content)
+    if request.sites and site_id not in request.sites:
+        raise FederationError(f"site {site_id!r} is not among the sites asked: {request.sites}")
     labels = annotated_labels(cache, site_labels)
     training: dict[str, int] = {}
     if request.mode == "evaluate":

@@ -2,7 +2,8 @@
 
 The critic, the WGAN-GP losses, the progressive schedule, the LightningModule, the linear
 training procedure, the export of G_ema and sampling. Everything here stays at the site;
-only ``export/`` (G_ema weights + JSON) is read by publishing.
+only ``export/`` (G_ema weights + JSON) is read by publishing. Training itself is
+``site_node.pggan.train.train(TrainOptions)`` (imported from there: it pulls in Lightning).
 """
 
 from site_node.pggan.discriminator import Discriminator, DiscriminatorConfig

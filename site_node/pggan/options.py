@@ -25,9 +25,10 @@ __all__ = ["PROFILES", "RUNTIME_FIELDS", "TrainOptions"]
 
 OPTIONS_SCHEMA_VERSION = 1
 
-# Presets. "tiny": the CPU demo (32 px, 10.5 kimg: ~2 min on 2 free cores, ~4 min on a
-# loaded one); "cpu": 64 px, 110 kimg, an hour or so on a laptop; "gpu": the papers' network
-# and schedule (600 kimg per phase, Han et al.'s batch sizes) at 256 px.
+# Presets. "tiny": the CPU demo (32 px, 10.5 kimg; measured 47 s on 2 free Xeon threads,
+# ~4 min on a 2-core box shared with others); "cpu": 64 px, 110 kimg, roughly an hour on a
+# laptop; "gpu": the papers' network and schedule (600 kimg per phase, Han et al.'s batch
+# sizes) at 256 px.
 PROFILES: dict[str, dict[str, Any]] = {
     "tiny": {
         "resolution_px": 32,

@@ -89,7 +89,7 @@ def train(
 
 
 def train_tiny(cache_dir: Path, run_dir: Path, **overrides: Any) -> Path:
-    """The demo's call: the ``tiny`` profile (32 px, ~2 minutes on 2 CPU cores) on CPU."""
+    """The demo's call: the ``tiny`` profile on CPU (32 px, 10.5 kimg; ~1 min on 2 free cores)."""
     values = {"accelerator": "cpu", **overrides}
     return train(TrainOptions.from_profile("tiny", cache_dir=cache_dir, run_dir=run_dir, **values))
 
@@ -103,7 +103,7 @@ def resume_options(run_dir: Path, **runtime: Any) -> TrainOptions:
     if unknown:
         raise ConfigError(f"--resume may only change {sorted(RUNTIME_FIELDS)}, not {unknown}")
     stored = TrainOptions.model_validate_json(path.read_text())
-    return stored.model_copy(update=runtime) if runtime else stored
+    return TrainOptions.model_validate({**stored.model_dump(), **runtime})
 
 
 def training_summary(options: TrainOptions, module: PGGANModule) -> dict[str, Any]:

@@ -15,8 +15,11 @@ non-members (other patients, the holdout split) if the generator memorised them.
 
 Distances are Euclidean on images box-averaged to ``distance_px`` and scaled to
 [0, 1]. Each attack is summarised by its ROC AUC and its TPR at ``target_fpr``
-(members positive), with percentile bootstrap CIs over queries
-(``shared.stats.bootstrap_ci``). Only :class:`~shared.artifacts.membership.MembershipSummary`
+(members positive) with 95% percentile bootstrap CIs. The bootstrap resamples
+whole patients of the members, the non-members and the reference (images of one
+patient are not independent; with a few dozen holdout patients, which patients
+happen to be members moves the AUC by several hundredths, and an image-level
+bootstrap would hide that). Only :class:`~shared.artifacts.membership.MembershipSummary`
 (numbers) may leave the site.
 """
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -31,15 +35,18 @@ import torch.nn.functional as F
 
 from shared.artifacts.membership import AttackResult, MembershipSettings, MembershipSummary
 from shared.errors import AuditError
-from shared.stats import bootstrap_ci, roc_auc, roc_curve
-from site_node.audit.memorisation import ImageCache, Sampler, images_to_uint8
+from shared.stats import roc_auc, roc_curve
+from site_node.audit.memorisation import ImageCache, Sampler, images_to_uint8, patient_codes
 
 __all__ = [
     "METHODS",
-    "attack_result",
+    "AttackDistances",
+    "QuerySets",
+    "attack_distances",
     "attack_scores",
     "nearest_distances",
-    "query_rows",
+    "patient_groups",
+    "query_sets",
     "run_membership_audit",
     "to_features",
     "tpr_at_fpr",
@@ -51,8 +58,8 @@ METHODS = ("gan-leaks-calibrated", "gan-leaks", "monte-carlo")
 
 
 def to_features(images_uint8: np.ndarray, distance_px: int) -> torch.Tensor:
-    """uint8 ``[N, R, R]`` → float32 ``[N, distance_px²]`` in [0, 1], box-averaged if ``R`` is larger."""
-    x = torch.as_tensor(np.ascontiguousarray(images_uint8), dtype=torch.float32)[:, None] / 255.0
+    """uint8 ``[N, R, R]`` → float64 ``[N, distance_px²]`` in [0, 1], box-averaged if ``R`` is larger."""
+    x = torch.as_tensor(np.ascontiguousarray(images_uint8), dtype=torch.float64)[:, None] / 255.0
     factor = max(1, x.shape[-1] // distance_px)
     return (F.avg_pool2d(x, factor) if factor > 1 else x).flatten(1)
 
@@ -79,19 +86,43 @@ def _count_within(
     return counts
 
 
+@dataclass(frozen=True)
+class AttackDistances:
+    """What every score is made of: ``[Q]`` nearest-sample distances and within-radius
+    fractions, and the ``[Q, R]`` query-to-reference distances."""
+
+    to_samples: np.ndarray
+    within_radius: np.ndarray
+    to_reference: np.ndarray
+
+    def scores(self, rows: np.ndarray, reference_cols: np.ndarray) -> dict[str, np.ndarray]:
+        """Every method's scores of queries ``rows`` against reference images ``reference_cols``."""
+        to_reference = self.to_reference[np.ix_(rows, reference_cols)].min(axis=1)
+        return {
+            "gan-leaks-calibrated": to_reference - self.to_samples[rows],
+            "gan-leaks": -self.to_samples[rows],
+            "monte-carlo": self.within_radius[rows],
+        }
+
+
+def attack_distances(
+    queries: torch.Tensor, samples: torch.Tensor, reference: torch.Tensor
+) -> AttackDistances:
+    """Distances of every query to the samples and to each reference image."""
+    to_samples = nearest_distances(queries, samples)
+    radius = float(to_samples.median())
+    within = _count_within(queries, samples, radius) / samples.shape[0]
+    return AttackDistances(
+        to_samples.numpy(), within.numpy(), torch.cdist(queries.double(), reference.double()).numpy()
+    )
+
+
 def attack_scores(
     queries: torch.Tensor, samples: torch.Tensor, reference: torch.Tensor
 ) -> dict[str, np.ndarray]:
     """Every attack's member-likeness score per query (higher: more likely a member)."""
-    to_samples = nearest_distances(queries, samples)
-    to_reference = nearest_distances(queries, reference)
-    radius = float(to_samples.median())
-    within = _count_within(queries, samples, radius) / samples.shape[0]
-    return {
-        "gan-leaks-calibrated": (to_reference - to_samples).numpy(),
-        "gan-leaks": (-to_samples).numpy(),
-        "monte-carlo": within.numpy(),
-    }
+    distances = attack_distances(queries, samples, reference)
+    return distances.scores(np.arange(queries.shape[0]), np.arange(reference.shape[0]))
 
 
 def tpr_at_fpr(y_true: np.ndarray, y_score: np.ndarray, target_fpr: float = 0.01) -> float:
@@ -100,49 +131,73 @@ def tpr_at_fpr(y_true: np.ndarray, y_score: np.ndarray, target_fpr: float = 0.01
     return float(tpr[fpr <= target_fpr].max())
 
 
-def attack_result(
-    method: str, y_true: np.ndarray, y_score: np.ndarray, settings: MembershipSettings
-) -> AttackResult:
-    """ROC AUC and TPR at ``settings.target_fpr`` with 95% percentile bootstrap CIs."""
-
-    def tpr(y: np.ndarray, s: np.ndarray) -> float:
-        return tpr_at_fpr(y, s, settings.target_fpr)
-
-    common = {"num_resamples": settings.num_resamples, "confidence": 0.95, "seed": settings.seed}
-    auc = bootstrap_ci(y_true, y_score, roc_auc, **common)
-    low_fpr = bootstrap_ci(y_true, y_score, tpr, **common)
-    return AttackResult(
-        method=method,
-        roc_auc=auc.estimate,
-        roc_auc_ci95=(auc.low, auc.high),
-        tpr_at_target_fpr=low_fpr.estimate,
-        tpr_at_target_fpr_ci95=(low_fpr.low, low_fpr.high),
-    )
+def patient_groups(patients: np.ndarray) -> list[np.ndarray]:
+    """Positions in ``patients`` grouped by patient code (one array per patient)."""
+    codes, inverse = np.unique(patients, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    return np.split(order, np.cumsum(np.bincount(inverse, minlength=codes.size))[:-1])
 
 
-def query_rows(
-    cache: ImageCache, settings: MembershipSettings
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Cache rows of members (train), non-members (holdout) and the calibration reference.
+@dataclass(frozen=True)
+class QuerySets:
+    """Cache rows of members, non-members and the reference, and each row's patient code."""
 
-    Members and non-members are random subsets of equal size, at most ``max_queries``.
+    members: np.ndarray
+    nonmembers: np.ndarray
+    reference: np.ndarray
+    patients: np.ndarray
+
+
+def query_sets(cache: ImageCache, settings: MembershipSettings) -> QuerySets:
+    """Members (train), non-members (holdout), equal-sized random subsets; the reference.
 
     Raises:
         AuditError: a split is empty, or the holdout and reference splits are the same.
     """
     if settings.holdout_split == settings.reference_split:
         raise AuditError(f"holdout and reference split are both {settings.holdout_split!r}")
-    train = np.asarray(cache.indices("train"))
-    holdout = np.asarray(cache.indices(settings.holdout_split))
-    reference = np.asarray(cache.indices(settings.reference_split))
-    sizes = {"train": train.size, settings.holdout_split: holdout.size, settings.reference_split: reference.size}
-    if min(sizes.values()) == 0:
+    splits = ("train", settings.holdout_split, settings.reference_split)
+    train, holdout, reference = (np.asarray(cache.indices(s)) for s in splits)
+    if min(train.size, holdout.size, reference.size) == 0:
+        sizes = dict(zip(splits, (train.size, holdout.size, reference.size), strict=True))
         raise AuditError(f"membership audit needs images in every split, got {sizes}")
     rng = np.random.default_rng(settings.seed)
     num_queries = min(settings.max_queries, train.size, holdout.size)
-    members = np.sort(rng.choice(train, num_queries, replace=False))
-    nonmembers = np.sort(rng.choice(holdout, num_queries, replace=False))
-    return members, nonmembers, reference
+    return QuerySets(
+        members=np.sort(rng.choice(train, num_queries, replace=False)),
+        nonmembers=np.sort(rng.choice(holdout, num_queries, replace=False)),
+        reference=np.sort(rng.choice(reference, min(settings.max_reference, reference.size), replace=False)),
+        patients=patient_codes(cache),
+    )
+
+
+def _bootstrap(
+    distances: AttackDistances, sets: QuerySets, y_true: np.ndarray, settings: MembershipSettings
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per method, the AUCs and TPRs of ``num_resamples`` patient-level resamples."""
+    queries = np.concatenate([sets.members, sets.nonmembers])
+    member_groups = patient_groups(sets.patients[sets.members])
+    nonmember_groups = [g + sets.members.size for g in patient_groups(sets.patients[sets.nonmembers])]
+    reference_groups = patient_groups(sets.patients[sets.reference])
+    assert queries.size == y_true.size
+    rng = np.random.default_rng(settings.seed)
+
+    def resample(groups: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate([groups[i] for i in rng.integers(0, len(groups), len(groups))])
+
+    values: dict[str, list[tuple[float, float]]] = {method: [] for method in METHODS}
+    for _ in range(settings.num_resamples):
+        rows = np.concatenate([resample(member_groups), resample(nonmember_groups)])
+        for method, score in distances.scores(rows, resample(reference_groups)).items():
+            values[method].append(
+                (roc_auc(y_true[rows], score), tpr_at_fpr(y_true[rows], score, settings.target_fpr))
+            )
+    return {method: tuple(np.asarray(v).T) for method, v in values.items()}  # type: ignore[misc]
+
+
+def _ci95(values: np.ndarray) -> tuple[float, float]:
+    low, high = np.quantile(values, [0.025, 0.975])
+    return float(low), float(high)
 
 
 def run_membership_audit(
@@ -158,28 +213,35 @@ def run_membership_audit(
     samples = images_to_uint8(sample(settings.num_samples, settings.sample_seed))
     res_px = samples.shape[-1]
     reals = cache.images(res_px)
-    members, nonmembers, reference = query_rows(cache, settings)
-    queries = np.concatenate([members, nonmembers])
-    y_true = np.r_[np.ones(members.size, np.int64), np.zeros(nonmembers.size, np.int64)]
+    sets = query_sets(cache, settings)
+    queries = np.concatenate([sets.members, sets.nonmembers])
+    y_true = np.r_[np.ones(sets.members.size, np.int64), np.zeros(sets.nonmembers.size, np.int64)]
 
     def features(images: np.ndarray) -> torch.Tensor:
         return to_features(images, min(settings.distance_px, res_px))
 
-    scores = attack_scores(features(reals[queries]), features(samples), features(reals[reference]))
-    attacks = [attack_result(method, y_true, scores[method], settings) for method in METHODS]
+    distances = attack_distances(features(reals[queries]), features(samples), features(reals[sets.reference]))
+    scores = distances.scores(np.arange(queries.size), np.arange(sets.reference.size))
+    resampled = _bootstrap(distances, sets, y_true, settings)
+    attacks = [
+        AttackResult(
+            method=method,
+            roc_auc=roc_auc(y_true, scores[method]),
+            roc_auc_ci95=_ci95(resampled[method][0]),
+            tpr_at_target_fpr=tpr_at_fpr(y_true, scores[method], settings.target_fpr),
+            tpr_at_target_fpr_ci95=_ci95(resampled[method][1]),
+        )
+        for method in METHODS
+    ]
     summary = MembershipSummary(
-        settings=settings,
-        resolution_px=res_px,
-        num_members=int(members.size),
-        num_nonmembers=int(nonmembers.size),
-        num_reference=int(reference.size),
-        attacks=attacks,
-        seconds=time.perf_counter() - started,
-    )
+        settings=settings, resolution_px=res_px, num_members=int(sets.members.size),
+        num_nonmembers=int(sets.nonmembers.size), num_reference=int(sets.reference.size),
+        attacks=attacks, seconds=time.perf_counter() - started,
+    )  # fmt: skip
     best = summary.attacks[0]
     log.info(
         "membership audit: %s AUC %.3f [%.3f, %.3f], TPR@%g FPR %.3f (%d members, %d non-members)",
         best.method, best.roc_auc, *best.roc_auc_ci95, settings.target_fpr,
-        best.tpr_at_target_fpr, members.size, nonmembers.size,
+        best.tpr_at_target_fpr, sets.members.size, sets.nonmembers.size,
     )  # fmt: skip
     return summary

@@ -1,0 +1,3 @@
+"""The hub's side of memorisation audits: stored per-site reports and their readable rendering."""
+
+__all__ = ["report"]

@@ -1,0 +1,145 @@
+"""Audit reports at the hub: one ``AuditReport`` JSON per generator and site, and a readable page.
+
+Layout written by :func:`write_audit_reports` (numbers only; the hub never had pixels)::
+
+    <out>/reports/<site>.json        AuditReport (shared.artifacts.audit)
+    <out>/best_ssim_<site>.png       histogram of each sample's best SSIM against train
+    <out>/report.md                  verdicts, tests and the histograms, one section per site
+
+:func:`read_audit_reports` loads the JSON files back (validated), for the registry or a reader.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from shared.artifacts.audit import AuditReport, AuditSummary, NearestSplitTest
+
+__all__ = ["read_audit_reports", "render_markdown", "write_audit_reports"]
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _histogram_png(path: Path, summary: AuditSummary, site_id: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    edges, counts = summary.best_ssim_histogram.bin_edges, summary.best_ssim_histogram.counts
+    figure, axis = plt.subplots(figsize=(6, 3))
+    axis.bar(edges[:-1], counts, width=[b - a for a, b in itertools.pairwise(edges)],
+             align="edge", color="#4477aa", edgecolor="white")  # fmt: skip
+    axis.axvline(summary.settings.near_copy_ssim, color="#cc3311", linestyle="--",
+                 label=f"near-copy threshold {summary.settings.near_copy_ssim:g}")  # fmt: skip
+    if summary.reference_best_ssim_quantiles:
+        axis.axvline(summary.reference_best_ssim_quantiles["max"], color="#228833",
+                     linestyle=":", label="max, real holdout vs train")  # fmt: skip
+    axis.set_xlabel("best SSIM of a sample against the training split")
+    axis.set_ylabel("samples")
+    axis.set_title(f"site {site_id}: {summary.num_samples} samples at {summary.resolution_px} px")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp")
+    figure.savefig(tmp, dpi=100, format="png")
+    plt.close(figure)
+    os.replace(tmp, path)
+
+
+def _test_row(test: NearestSplitTest | None) -> str:
+    if test is None:
+        return "| (not run) | | | | | |"
+    return (
+        f"| {test.space} | {test.fraction_train:.3f} | {test.binomial_p_value:.2e} | "
+        f"{test.split_fraction_train:.3f} vs {test.split_null_fraction_train:.3f} | "
+        f"{test.permutation_p_value:.2e} | {test.distance_p05_train:.4f} / "
+        f"{test.distance_p05_holdout:.4f} |"
+    )
+
+
+def _site_section(report: AuditReport) -> list[str]:
+    s = report.summary
+    verdict = "PASSED" if s.passed else "FAILED"
+    lines = [
+        f"## Site {report.site_id}: {verdict}",
+        "",
+        f"{s.num_samples} samples at {s.resolution_px} px against {s.num_train} training and "
+        f"{s.num_holdout} holdout ({s.settings.holdout_split}) images; SSIM window "
+        f"{s.settings.ssim_window}; {s.seconds:.0f} s.",
+        "",
+        f"* near copies (best SSIM >= {s.settings.near_copy_ssim:g}): {s.near_copy_count} "
+        f"(allowed {s.settings.max_near_copies})",
+        f"* best SSIM: median {s.best_ssim_quantiles['0.5']:.3f}, 99th percentile "
+        f"{s.best_ssim_quantiles['0.99']:.3f}, max {s.best_ssim_quantiles['max']:.3f}",
+    ]
+    if s.reference_best_ssim_quantiles:
+        ref = s.reference_best_ssim_quantiles
+        lines.append(f"* real holdout vs train (baseline): median {ref['0.5']:.3f}, "
+                     f"max {ref['max']:.3f}")  # fmt: skip
+    lines += [
+        *(f"* reason: {reason}" for reason in s.verdict.reasons),
+        "",
+        "| space | p (equal size) | binomial p-value | nearer train vs null | "
+        "permutation p-value | 5th pct. distance train / holdout |",
+        "|---|---:|---:|---:|---:|---:|",
+        _test_row(s.ssim_test),
+        _test_row(s.feature_test),
+        "",
+        f"![best SSIM, site {report.site_id}](best_ssim_{report.site_id}.png)",
+        "",
+    ]
+    return lines
+
+
+def render_markdown(
+    generator_id: str, reports: Mapping[str, AuditReport], failures: Mapping[int, str]
+) -> str:
+    """The readable report: a summary line, one section per site, then the failures."""
+    failed = [site for site, r in reports.items() if not r.summary.passed]
+    lines = [
+        f"# Memorisation audit of generator {generator_id}",
+        "",
+        f"{len(reports)} sites answered; {len(failed)} flagged"
+        + (f" ({', '.join(sorted(failed))})" if failed else "")
+        + f"; {len(failures)} failed to answer.",
+        "",
+        f"Rule: {next(iter(reports.values())).summary.verdict.rule}." if reports else "",
+        "",
+    ]
+    for site in sorted(reports):
+        lines += _site_section(reports[site])
+    if failures:
+        lines += ["## Sites that did not answer", ""]
+        lines += [f"* node {node}: {why}" for node, why in failures.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_audit_reports(
+    out: Path,
+    generator_id: str,
+    reports: Mapping[str, AuditReport],
+    failures: Mapping[int, str],
+) -> Path:
+    """Write the per-site JSON reports, histograms and ``report.md``; returns the page's path."""
+    (out / "reports").mkdir(parents=True, exist_ok=True)
+    for site, report in reports.items():
+        _write_atomic(out / "reports" / f"{site}.json", report.model_dump_json(indent=2).encode())
+        _histogram_png(out / f"best_ssim_{site}.png", report.summary, site)
+    page = out / "report.md"
+    _write_atomic(page, render_markdown(generator_id, reports, failures).encode())
+    return page
+
+
+def read_audit_reports(out: Path) -> dict[str, AuditReport]:
+    """The reports written by :func:`write_audit_reports`, by site (validated)."""
+    return {
+        path.stem: AuditReport.model_validate_json(path.read_text())
+        for path in sorted((Path(out) / "reports").glob("*.json"))
+    }

@@ -1,0 +1,32 @@
+"""``radshare-hub pull-archive``: download a pooled archive over gRPC, resumable, checksummed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+__all__ = ["pull_archive"]
+
+
+def pull_archive(
+    archive_id: str = typer.Argument(..., help="archive id, or a unique prefix of 8+ hex digits"),
+    out: Path = typer.Option(
+        ..., help="new folder; an interrupted pull resumes from <out>.partial"
+    ),
+    hub: str = typer.Option("127.0.0.1:50051", help="hub address host:port"),
+    tls_dir: Path = typer.Option(
+        Path("hub-data/tls"), help="folder with ca.crt and <identity>.crt/.key"
+    ),
+    identity: str = typer.Option("operator", help="whose certificate to use (operators only)"),
+) -> None:
+    """Pull an archive (every file checked against its manifest); example:
+
+    radshare-hub pull-archive 3f9a1c07 --out archives/pool-1 --tls-dir certs
+    """
+    from hub.pooling.pull import ArchivePuller
+    from shared.hub_client import ClientTLS
+
+    with ArchivePuller(hub, ClientTLS.from_dir(tls_dir, identity)) as puller:
+        folder = puller.pull(archive_id, out)
+    typer.echo(f"pulled archive {archive_id} into {folder}")

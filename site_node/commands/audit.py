@@ -1,0 +1,103 @@
+"""``radshare-site audit``: the memorisation audit of a generator against this site's data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+__all__ = ["audit_command"]
+
+
+def _load_sampler(run: Path | None, generator: Path | None, signer_key: Path | None, device: str):  # type: ignore[no-untyped-def]
+    """G_ema of a run's export/ or of a (verified) bundle, its weights file, and a sampler."""
+    from shared.artifacts.bundle import GENERATOR_FILE, load_generator
+    from shared.errors import ConfigError
+    from site_node.pggan.export import WEIGHTS_NAME, load_exported_generator
+    from site_node.pggan.sampling import generate_uint8
+
+    if (run is None) == (generator is None):
+        raise ConfigError("give exactly one of --run (training run) or --generator (bundle)")
+    if run is not None:
+        G, weights = load_exported_generator(run), run / "export" / WEIGHTS_NAME
+    else:
+        assert generator is not None
+        G, weights = (
+            load_generator(generator, signer_key, device=device),
+            generator / GENERATOR_FILE,
+        )
+
+    def sample(num_images: int, seed: int):  # type: ignore[no-untyped-def]
+        return generate_uint8(G, num_images, seed=seed, device=device)
+
+    return G, weights, sample
+
+
+def audit_command(
+    cache: Path = typer.Option(..., "--cache", help="this site's cache (radshare-site ingest)"),
+    run: Path | None = typer.Option(None, "--run", help="finished training run (its export/)"),
+    generator: Path | None = typer.Option(
+        None, "--generator", help="generator bundle folder (own or pulled from the hub)"
+    ),
+    signer_key: Path | None = typer.Option(
+        None, "--signer-key", help="PEM public key of the bundle's site (default: signer.pub)"
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="new folder for the results (default <run>/audits/<UTC stamp>)"
+    ),
+    num_samples: int = typer.Option(500, "--num-samples", help="images drawn from G"),
+    seed: int = typer.Option(0, "--seed", help="latent seed of the samples"),
+    near_copy_ssim: float = typer.Option(0.9, "--near-copy-ssim", help="SSIM of a near copy"),
+    max_near_copies: int = typer.Option(0, "--max-near-copies", help="near copies tolerated"),
+    alpha: float = typer.Option(0.05, "--alpha", help="level of the two holdout tests together"),
+    window: str = typer.Option("uniform", "--window", help="SSIM window: uniform or gaussian"),
+    holdout_split: str = typer.Option("test", "--holdout-split", help="test or val"),
+    num_permutations: int = typer.Option(9999, "--num-permutations", help="patient relabellings"),
+    panel_samples: int = typer.Option(32, "--panel-samples", help="rows of the image panel"),
+    labeller: Path | None = typer.Option(
+        None, "--labeller", help="labeller export whose embedding is the feature space"
+    ),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
+) -> None:
+    """Audit a generator for memorised patients; numbers to OUT/summary.json, pixels stay here.
+
+    Writes OUT/summary.json (aggregates only), OUT/local_summary.json (the manifest's audit
+    entry, read by publish), OUT/audited_weights.json and OUT/panel/nearest_pairs.png (the
+    closest sample/training pairs for the site's radiologist; never leaves the site).
+
+    \b
+      radshare-site audit --run runs/a1 --cache cache/a --num-samples 1000
+      radshare-site audit --generator pulled/3f9a1c07 --cache cache/a --out audits/b-on-a
+    """
+    from shared.artifacts.audit import AuditSettings
+    from shared.errors import ConfigError
+    from shared.metrics.nn_search import SearchOptions
+    from site_node.audit.embedding import site_embedder
+    from site_node.audit.gate import new_audit_dir, sha256_of, write_audit_folder
+    from site_node.audit.memorisation import run_memorisation_audit
+    from site_node.data.cache import SiteCache
+
+    G, weights, sample = _load_sampler(run, generator, signer_key, device)
+    out = out or new_audit_dir(run if run is not None else Path("audits"))
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"--out {out}: exists and is not empty (audits never overwrite)")
+    settings = AuditSettings(
+        num_samples=num_samples, sample_seed=seed, near_copy_ssim=near_copy_ssim,
+        max_near_copies=max_near_copies, alpha=alpha,
+        ssim_window=window, holdout_split=holdout_split,  # type: ignore[arg-type]
+        num_permutations=num_permutations, panel_samples=panel_samples,
+    )  # fmt: skip
+    embed, embed_name = site_embedder(labeller, G.resolution_px, device)
+    outcome = run_memorisation_audit(
+        sample, SiteCache(cache), settings, embed=embed, embed_name=embed_name,
+        panel_dir=out / "panel", options=SearchOptions(device=device),
+    )  # fmt: skip
+    write_audit_folder(out, outcome.summary, sha256_of(weights))
+    summary = outcome.summary
+    typer.echo(
+        f"audit {'passed' if summary.passed else 'FAILED'}: {summary.near_copy_count} near copies, "
+        f"holdout permutation p {summary.ssim_test.permutation_p_value:.2e} (SSIM); "
+        f"results in {out}"
+    )
+    for reason in summary.verdict.reasons:
+        typer.echo(f"  {reason}")
