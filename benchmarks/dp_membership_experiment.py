@@ -99,6 +99,7 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runs", nargs="*", default=None, help="only these (nondp, dp_eps10, ...)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -112,15 +113,23 @@ def main() -> None:
     runs: dict[str, DPOptions | None] = {"nondp": None}
     for epsilon in args.epsilon:
         runs[f"dp_eps{epsilon:g}"] = DPOptions(target_epsilon=epsilon, delta=args.delta, accountant="prv")
-    results = {}
     for name, dp in runs.items():
+        if args.runs is not None and name not in args.runs:
+            continue
         seconds = train_run(cache_dir, args.out / name, args, dp)
-        results[name] = {"train_seconds": seconds, **attack(args.out / name, cache_dir, args)}
-        best = results[name]["membership"]["attacks"]
-        for a in best:
-            print(f"{name:>12} {a['method']:>22}  AUC {a['roc_auc']:.3f} [{a['roc_auc_ci95'][0]:.3f}, {a['roc_auc_ci95'][1]:.3f}]  "
-                  f"TPR@1%FPR {a['tpr_at_target_fpr']:.3f} [{a['tpr_at_target_fpr_ci95'][0]:.3f}, {a['tpr_at_target_fpr_ci95'][1]:.3f}]")
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+        result = {"train_seconds": seconds, **attack(args.out / name, cache_dir, args)}
+        (args.out / f"results_{name}.json").write_text(json.dumps(result, indent=2))
+
+    # Report every run that has results.
+    for path in sorted(args.out.glob("results_*.json")):
+        result = json.loads(path.read_text())
+        epsilon = result["dp"]["epsilon"] if result["dp"] else float("inf")
+        for a in result["membership"]["attacks"]:
+            auc, tpr = a["roc_auc_ci95"], a["tpr_at_target_fpr_ci95"]
+            print(
+                f"{path.stem[8:]:>10} eps {epsilon:6.2f} {a['method']:>21}  AUC {a['roc_auc']:.3f} "
+                f"[{auc[0]:.3f}, {auc[1]:.3f}]  TPR@1%FPR {a['tpr_at_target_fpr']:.3f} [{tpr[0]:.3f}, {tpr[1]:.3f}]"
+            )
 
 
 if __name__ == "__main__":

@@ -92,8 +92,12 @@ def run_command(
         pump.join()
     elapsed_s = time.monotonic() - started
     if code != 0:
-        last = "\n".join(_message_of(line) for line in list(tail)[-12:])
-        raise StepFailedError(f"{what}: exit {code} after {elapsed_s:.0f} s; last output:\n{last}")
+        lines = [_message_of(line) for line in list(tail)[-12:]]
+        raise StepFailedError(
+            f"{what}: exit {code} after {elapsed_s:.0f} s: {_likely_cause(lines)}\n"
+            + "last output:\n"
+            + "\n".join(lines)
+        )
     log.info("%s: done in %.1f s", what, elapsed_s)
     return list(tail)
 
@@ -120,6 +124,14 @@ def _wait(
                 latest = _message_of(tail[-1]) if tail else "(no output yet)"
                 log.info("%s: running %.0f s; latest: %s", what, now - started, latest[:160])
                 next_beat = now + heartbeat_s
+
+
+def _likely_cause(lines: list[str]) -> str:
+    """The last line that names an error, else the last line."""
+    for line in reversed(lines):
+        if "Error" in line or "error:" in line or ("│" in line and line.strip("│ ─╰╭╮╯")):
+            return line.strip("│ ").strip()
+    return lines[-1] if lines else "(no output)"
 
 
 def _message_of(line: str) -> str:

@@ -258,7 +258,9 @@ def _federated(
     _step(
         state,
         "hub.federated-evaluate",
-        functools.partial(hub_steps.federated_evaluate, ctx, consortium, REPO_ROOT),
+        lambda: hub_steps.federated_evaluate(
+            ctx, consortium, REPO_ROOT, state.outputs("hub.classifiers").get("classifiers", {})
+        ),
         ("services", "hub.classifiers"),
     )
 

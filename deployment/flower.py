@@ -153,7 +153,9 @@ def register_supernode(connection: FlowerConnection, public_key: Path) -> None:
 def online_node_count(connection: FlowerConnection) -> int:
     """How many SuperNodes the SuperLink lists as online."""
     reply = _json_reply(_flwr(connection, "supernode", "ls", connection.name, "--format", "json"))
-    nodes = reply.get("nodes", [])
+    nodes = reply.get("nodes")
+    if not isinstance(nodes, list):
+        return 0
     return sum(1 for n in nodes if isinstance(n, dict) and n.get("status") == "online")
 
 

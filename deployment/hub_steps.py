@@ -17,11 +17,17 @@ from deployment.site_steps import DemoContext
 
 __all__ = [
     "FLOWER_APP_CANDIDATES",
+    "federated_audit",
+    "federated_evaluate",
     "federated_task",
+    "find_flower_app",
     "make_certs",
+    "pool",
     "pull_bundle",
     "require_verb",
     "run_hub",
+    "synthesize",
+    "train_classifiers",
 ]
 
 #: Where the hub's Flower app (ServerApp + ClientApp, one pyproject.toml) may live.
@@ -135,28 +141,44 @@ def _device(ctx: DemoContext) -> str:
 
 
 def pool(ctx: DemoContext, state: Any) -> dict[str, Any]:
-    """Pool every site's archive (label harmonisation, per-site masks)."""
+    """Pool every site's archive (union label space, per-site masks, counts)."""
     require_verb("radshare-hub", "pool", "hub/pooling")
     out = ctx.layout.hub / "pool"
-    argv = ["radshare-hub", "pool", "--out", str(out)]
+    if out.exists():  # an interrupted attempt
+        import shutil
+
+        shutil.rmtree(out)
+    argv = ["radshare-hub", "pool", "--out", str(out), "--seed", str(ctx.config.seed)]
     for site in ctx.config.sites:
-        argv += ["--archive", state.outputs(f"hub.synthesize.{site.site_id}")["archive"]]
+        archive = state.outputs(f"hub.synthesize.{site.site_id}")["archive"]
+        argv += ["--archive", f"{site.site_id}={archive}"]
     run_hub(ctx, "pool archives", argv)
     return {"pool": str(out)}
 
 
 def train_classifiers(ctx: DemoContext, state: Any) -> dict[str, Any]:
     """One classifier per site's archive and one on the pool (synthetic images only)."""
-    require_verb("radshare-hub", "train-classifier", "hub/pooling + hub/evaluation")
-    runs: dict[str, str] = {}
+    require_verb("radshare-hub", "train-classifier", "hub/pooling")
+    s = ctx.settings
+    runs: dict[str, str] = dict(state.outputs("hub.classifiers").get("classifiers", {}))
     sources = {
-        s.site_id: state.outputs(f"hub.synthesize.{s.site_id}")["archive"] for s in ctx.config.sites
+        site.site_id: state.outputs(f"hub.synthesize.{site.site_id}")["archive"]
+        for site in ctx.config.sites
     }
     sources["pooled"] = state.outputs("hub.pool")["pool"]
     for name, archive in sources.items():
         out = ctx.layout.hub / "classifiers" / name
+        if (out / "bundle" / "manifest.json").is_file():
+            runs[name] = str(out)
+            continue
         argv = ["radshare-hub", "train-classifier", "--archive", archive, "--out", str(out)]
-        argv += ["--max-epochs", str(ctx.settings.classifier_epochs)]
+        argv += ["--hub-key", str(ctx.layout.hub / "keys" / "hub.ed25519")]
+        argv += ["--max-epochs", str(s.classifier_epochs), "--seed", str(ctx.config.seed)]
+        argv += ["--resolution-px", str(s.pggan_resolution_px), "--accelerator", s.accelerator]
+        if s.accelerator == "cpu":
+            argv.append("--small-network")
+        if name != "pooled":
+            argv += ["--site-id", name]
         run_hub(ctx, f"train classifier on {name}", argv)
         runs[name] = str(out)
     return {"classifiers": runs}
@@ -191,7 +213,8 @@ def federated_audit(
             "num-samples": ctx.settings.audit_num_generated,
             "seed": ctx.config.seed,
             "num-permutations": 999,
-            "timeout-s": max(30.0, ctx.settings.federated_timeout_s - 60.0),
+            "expected-nodes": _alive_nodes(consortium),
+            "timeout-s": int(max(30.0, ctx.settings.federated_timeout_s - 60.0)),
             "out-dir": str(out),
         }
         try:
@@ -208,6 +231,12 @@ def federated_audit(
     if missing:
         outputs["_partial"] = f"unavailable: {', '.join(missing)} (run the demo again)"
     return outputs
+
+
+def _alive_nodes(consortium: Any) -> int:
+    return sum(
+        1 for name, s in consortium.services.items() if name.startswith("supernode") and s.alive()
+    )
 
 
 def _drill(consortium: Any, drill: dict[str, str | None]) -> None:
@@ -239,23 +268,31 @@ def _audit_result(out: Path, site_id: str) -> dict[str, Any]:
     }
 
 
-def federated_evaluate(ctx: DemoContext, consortium: Any, repo_root: Path) -> dict[str, Any]:
-    """Evaluate every classifier on each site's real test split (``evaluate.classifier``)."""
+def federated_evaluate(
+    ctx: DemoContext, consortium: Any, repo_root: Path, classifiers: dict[str, str]
+) -> dict[str, Any]:
+    """Evaluate every classifier on each site's real test split (``radshare-hub evaluate``).
+
+    ``classifiers``: name (a site id or ``pooled``) → training run folder (its ``bundle/``).
+    Each site also trains a real-data baseline at home (setting a of the comparison).
+    """
+    require_verb("radshare-hub", "evaluate", "hub/evaluation")
     app_dir, connection = find_flower_app(repo_root), consortium.connection
     if connection is None:
         raise StepFailedError("the SuperLink is not running")
     out = ctx.layout.federated / "evaluate"
-    run_config: dict[str, object] = {
-        "task": "evaluate",
-        "classifiers-dir": str(ctx.layout.hub / "classifiers"),
-        "timeout-s": max(30.0, ctx.settings.federated_timeout_s - 60.0),
-        "out-dir": str(out),
-    }
-    run = federated_task(ctx, connection, app_dir, name="evaluate", run_config=run_config)
+    argv = ["radshare-hub", "evaluate", "--out", str(out), "--sites", "all"]
+    for name, run in classifiers.items():
+        tag = name if name == "pooled" else f"synthetic:{name}"
+        argv += ["--classifier", f"{tag}={Path(run) / 'bundle'}"]
+    argv += ["--real-baseline", "--epochs", str(ctx.settings.classifier_epochs)]
+    argv += ["--resamples", "1000", "--app-dir", str(app_dir)]
+    argv += ["--superlink", connection.name, "--flwr-home", str(connection.flwr_home)]
+    run_hub(ctx, "federated evaluation", argv, timeout_s=ctx.settings.federated_timeout_s * 3)
     table = out / "comparison.csv"
     if not table.is_file():
         raise StepFailedError(f"federated evaluation wrote no {table}")
-    return {**run, "table": _comparison_rows(table)}
+    return {"table": _comparison_rows(table), "report": str(out / "report.html")}
 
 
 def _comparison_rows(path: Path) -> dict[str, Any]:

@@ -162,14 +162,10 @@ def train_pggan(ctx: DemoContext, site: DemoSite) -> dict[str, Any]:
     cache = str(ctx.site(site).cache)
     common = ["--cache", cache, "--out", str(run_dir), "--profile", s.pggan_profile]
     common += ["--resolution", str(s.pggan_resolution_px), "--seed", str(ctx.config.seed)]
-    if has_verb("radshare-site", "train"):
-        argv = ["radshare-site", "train", *common, "--kimg-per-phase", str(s.pggan_kimg_per_phase)]
-        argv += ["--accelerator", s.accelerator, "--no-progress-bar"]  # progress: tick lines
-        if (run_dir / "options.json").is_file():  # an interrupted run: go on from last.ckpt
-            argv = ["radshare-site", "train", "--out", str(run_dir), "--resume"]
-    else:
-        argv = python_task("train", *common, "--kimg-per-phase", str(s.pggan_kimg_per_phase))
-        argv += ["--accelerator", s.accelerator]
+    argv = ["radshare-site", "train", *common, "--kimg-per-phase", str(s.pggan_kimg_per_phase)]
+    argv += ["--accelerator", s.accelerator, "--no-progress-bar"]  # progress: tick lines
+    if (run_dir / "options.json").is_file():  # an interrupted run: go on from last.ckpt
+        argv = ["radshare-site", "train", "--out", str(run_dir), "--resume"]
     if not (run_dir / "export" / "generator.json").is_file():  # finished before a stop
         ctx.run(site, "train PGGAN", argv)
     if not (run_dir / "export" / "g_ema.safetensors").is_file():
@@ -188,12 +184,8 @@ def train_labeller(ctx: DemoContext, site: DemoSite) -> dict[str, Any]:
     out, s = ctx.site(site).labeller_run, ctx.settings
     args = ["--cache", str(ctx.site(site).cache), "--out", str(out)]
     args += ["--resolution", str(s.pggan_resolution_px), "--seed", str(ctx.config.seed)]
-    if has_verb("radshare-site", "train-labeller"):
-        argv = ["radshare-site", "train-labeller", *args, "--max-epochs", str(s.labeller_epochs)]
-        argv += ["--bootstrap", "200", "--accelerator", s.accelerator]
-    else:
-        argv = python_task("train-labeller", *args, "--epochs", str(s.labeller_epochs))
-        argv += ["--accelerator", s.accelerator]
+    argv = ["radshare-site", "train-labeller", *args, "--max-epochs", str(s.labeller_epochs)]
+    argv += ["--bootstrap", "200", "--accelerator", s.accelerator]
     if not (out / "export" / "labeller.json").is_file():
         ctx.run(site, "train labeller", argv)
     card = json.loads((out / "export" / "labeller.json").read_text())
@@ -213,12 +205,13 @@ def local_audit(ctx: DemoContext, site: DemoSite) -> dict[str, Any]:
     out = _fresh(paths.audit)
     args = ["--run", str(paths.pggan_run), "--cache", str(paths.cache), "--out", str(out)]
     args += ["--num-samples", str(s.audit_num_generated), "--seed", str(ctx.config.seed)]
-    argv = ["radshare-site", "audit", *args]
-    ctx.run(
-        site,
-        "local audit",
-        argv if has_verb("radshare-site", "audit") else python_task("audit", *args),
-    )
+    if has_verb("radshare-site", "audit"):
+        argv = ["radshare-site", "audit", *args, "--num-permutations", "999"]
+        if (paths.labeller_run / "export" / "labeller.json").is_file():
+            argv += ["--labeller", str(paths.labeller_run / "export")]
+    else:
+        argv = python_task("audit", *args)
+    ctx.run(site, "local audit", argv)
     summary = json.loads((out / "summary.json").read_text())
     local = out / "local_summary.json"
     return {

@@ -12,6 +12,8 @@ import sys
 import typer
 
 from hub.commands import (
+    audit,
+    audit_dp,
     certs,
     evaluate,
     list_artifacts,
@@ -37,6 +39,8 @@ app = typer.Typer(
 )
 
 # Command registrations (one line per verb; keep sorted by verb).
+app.command("audit")(audit.audit)
+app.command("audit-dp")(audit_dp.audit_dp)
 app.command("certs")(certs.certs)
 app.command("evaluate")(evaluate.evaluate)
 app.command("list")(list_artifacts.list_artifacts)

@@ -23,7 +23,9 @@ import pytest
 
 from deployment.report import SECTION_TITLES
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# The three phantom invocations share one module fixture; on an idle 2-core machine the
+# tiny profile takes about 5 minutes per full run, far longer on a loaded one.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(5400)]
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_TIMEOUT_S = 1500

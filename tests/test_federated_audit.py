@@ -5,7 +5,7 @@ In-process: the site handler (``site_node.flower.audit_task``), the ClientApp's
 fake Grid routing messages between them. Real sites' caches (site A, site B at 32 px);
 the generator is an untrained PGGAN generator (what it draws does not matter here).
 The loopback run with real SuperLink/SuperNode processes is in
-``test_federated_audit_loopback.py``.
+``test_audit_loopback.py``.
 """
 
 from __future__ import annotations
@@ -125,8 +125,7 @@ class _FakeGrid:
             node = msg.metadata.dst_node_id
             context = Context(1, node, self.node_configs[node], RecordDict(), {})
             assert msg.metadata.message_type == MESSAGE_TYPE
-            reply = client_app.audit(msg, context)
-            reply.metadata.src_node_id = node
+            reply = client_app.audit(msg, context)  # its src_node_id is the message's dst
             yield reply
 
 

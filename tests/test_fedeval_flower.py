@@ -16,6 +16,7 @@ from helpers_pool import make_archive
 
 from deployment.flower import run_app
 from deployment.launcher import Consortium
+from hub.certs import ensure_consortium_certs
 from hub.evaluation.comparison import load_evaluations
 from hub.pooling.archive import read_archive
 from hub.pooling.pool import PoolOptions, plan_pool
@@ -75,7 +76,8 @@ def test_pool_train_and_evaluate_on_two_sites(site_a, site_b, tmp_path):
         "synthetic:a": _classifier(arch_a, tmp_path / "clf-a", key, site_id="a"),
     }
     out = tmp_path / "evaluation"
-    with Consortium(tmp_path / "services", tls_dir=tmp_path, hub_root=tmp_path / "hub",
+    ensure_consortium_certs(tmp_path / "tls")  # the launcher's health probe reads ca.crt
+    with Consortium(tmp_path / "services", tls_dir=tmp_path / "tls", hub_root=tmp_path / "hub",
                     log_dir=tmp_path / "logs", flower_tls=False) as consortium:  # fmt: skip
         connection = consortium.start_superlink()
         for site, cache in caches.items():

@@ -126,7 +126,7 @@ def test_options_profiles_and_overrides(tmp_path: Path) -> None:
         "tiny", cache_dir=tmp_path, run_dir=tmp_path / "run", batch_sizes={32: 8}, seed=3
     )
     assert options.resolution_px == 32 and options.seed == 3 and options.profile == "tiny"
-    assert options.batch_sizes[32] == 8 and options.batch_sizes[16] == 32  # profile kept
+    assert options.batch_sizes[32] == 8 and options.batch_sizes[16] == 16  # profile kept
     assert options.batch_sizes[64] == 64  # completed from Han et al.
     assert TrainOptions.model_validate_json(options.model_dump_json()) == options
     with pytest.raises(ConfigError, match="did you mean 'tiny'"):

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shared.artifacts.membership import MembershipSummary
+
 if TYPE_CHECKING:  # the manifest pulls in torch; import it only where it is used
     from shared.artifacts.manifest import LocalAuditSummary
 
@@ -181,6 +183,9 @@ class AuditSummary(_Strict):
     )
     ssim_test: NearestSplitTest
     feature_test: NearestSplitTest | None = None
+    membership: MembershipSummary | None = Field(
+        default=None, description="membership-inference attacks (site_node.privacy.membership)"
+    )
     seconds: float = Field(ge=0)
     verdict: AuditVerdict
 
@@ -234,6 +239,11 @@ def to_local_audit_summary(summary: AuditSummary) -> LocalAuditSummary:
         metrics["feature_fraction_train"] = summary.feature_test.fraction_train
         metrics["feature_binomial_p_value"] = summary.feature_test.binomial_p_value
         metrics["feature_permutation_p_value"] = summary.feature_test.permutation_p_value
+    if summary.membership is not None:  # the first attack: calibrated GAN-Leaks
+        attack = summary.membership.attacks[0]
+        metrics["membership_auc"] = attack.roc_auc
+        metrics["membership_auc_ci95_high"] = attack.roc_auc_ci95[1]
+        metrics["membership_tpr_at_target_fpr"] = attack.tpr_at_target_fpr
     thresholds = {
         "near_copy_ssim": summary.settings.near_copy_ssim,
         "max_near_copies": float(summary.settings.max_near_copies),

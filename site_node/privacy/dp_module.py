@@ -55,7 +55,7 @@ from site_node.privacy.dp_critic import (
     write_grad_samples,
 )
 
-__all__ = ["DPPGGANModule", "PrivacyPlan", "plan_privacy", "secret_generator"]
+__all__ = ["DPPGGANModule", "PrivacyPlan", "plan_privacy", "privacy_parameters", "secret_generator"]
 
 log = logging.getLogger("radshare.site.privacy")
 
@@ -93,6 +93,20 @@ def plan_privacy(dp: DPOptions, schedule: ProgressSchedule, num_records: int) ->
     if dp.delta >= 1.0 / num_records:
         log.warning("delta=%g is not below 1/N=%g: a weak guarantee", dp.delta, 1.0 / num_records)
     return PrivacyPlan(sigma, segments, max_steps)
+
+
+def privacy_parameters(dp: DPOptions, plan: PrivacyPlan, steps: int) -> DPParameters:
+    """What the manifest states after ``steps`` DP steps: ε of the segments actually taken."""
+    segments = truncate_segments(plan.segments, steps)
+    return DPParameters(
+        epsilon=epsilon_spent(segments, dp.delta, dp.accountant),
+        delta=dp.delta,
+        noise_multiplier=plan.noise_multiplier,
+        max_grad_norm=dp.max_grad_norm,
+        accountant=dp.accountant,
+        target_epsilon=dp.target_epsilon,
+        segments=tuple(segments),
+    )
 
 
 def secret_generator(secret_seed: int, step: int, stream: int, device: Any = "cpu") -> torch.Generator:
@@ -185,17 +199,7 @@ class DPPGGANModule(PGGANModule):
 
     def privacy_summary(self) -> dict[str, Any]:
         """The manifest's ``privacy.dp`` (JSON): σ, C, δ, accountant, segments taken and their ε."""
-        segments = truncate_segments(self.plan.segments, self.step)
-        parameters = DPParameters(
-            epsilon=epsilon_spent(segments, self.dp.delta, self.dp.accountant),
-            delta=self.dp.delta,
-            noise_multiplier=self.plan.noise_multiplier,
-            max_grad_norm=self.dp.max_grad_norm,
-            accountant=self.dp.accountant,
-            target_epsilon=self.dp.target_epsilon,
-            segments=tuple(segments),
-        )
-        return parameters.model_dump(mode="json")
+        return privacy_parameters(self.dp, self.plan, self.step).model_dump(mode="json")
 
     def _live_epsilon(self) -> float:
         return float(self.accountant.get_epsilon(delta=self.dp.delta)) if self.accountant.history else 0.0

@@ -1,0 +1,102 @@
+"""``radshare-site audit`` writes a complete audit folder; the publication gate reads the latest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from helpers_cache import build_site_cache
+from typer.testing import CliRunner
+
+from shared.artifacts.audit import AuditSummary, AuditVerdict, to_local_audit_summary
+from shared.errors import AuditError
+from shared.networks.generator import Generator, GeneratorConfig
+from site_node.audit.gate import (
+    AUDITED_WEIGHTS_FILE,
+    LOCAL_SUMMARY_FILE,
+    SUMMARY_FILE,
+    latest_audit,
+    publication_audit,
+    sha256_of,
+    write_audit_folder,
+)
+from site_node.cli import app
+from site_node.pggan.export import WEIGHTS_NAME, export_generator
+
+GEN_CFG = GeneratorConfig(resolution_px=32, z_dim=16, fmap_base=64, fmap_max=16)
+
+
+@pytest.fixture(scope="module")
+def audited_run(site_a: Path, tmp_path_factory) -> tuple[Path, AuditSummary]:
+    """A run with an exported generator, audited once through the CLI."""
+    root = tmp_path_factory.mktemp("gate")
+    cache = build_site_cache(site_a, root / "cache", resolutions_px=(32,))
+    torch.manual_seed(0)
+    export_generator(root / "run", Generator(GEN_CFG).eval(), training={}, data={})
+    argv = ["audit", "--run", str(root / "run"), "--cache", str(cache.path)]
+    argv += ["--num-samples", "16", "--num-permutations", "99", "--panel-samples", "2"]
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    folder = latest_audit(root / "run")
+    assert folder is not None
+    return root / "run", AuditSummary.model_validate_json((folder / SUMMARY_FILE).read_text())
+
+
+def _verdict(passed: bool) -> AuditVerdict:
+    flags = {"near_copies": not passed, "ssim_holdout": False, "feature_holdout": False}
+    reasons = [] if passed else ["3 samples with SSIM >= 0.9 to a training image (allowed 0)"]
+    return AuditVerdict(passed=passed, rule="test rule", flags=flags, reasons=reasons)
+
+
+def _write(run: Path, name: str, summary: AuditSummary, passed: bool, sha: str) -> AuditSummary:
+    summary = summary.model_copy(update={"verdict": _verdict(passed)})
+    write_audit_folder(run / "audits" / name, summary, sha)
+    return summary
+
+
+@pytest.mark.realdata
+def test_cli_writes_summary_manifest_entry_weights_hash_and_a_local_panel(audited_run):
+    run, summary = audited_run
+    folder = latest_audit(run)
+    assert folder is not None and folder.parent == run / "audits"
+    local = json.loads((folder / LOCAL_SUMMARY_FILE).read_text())
+    assert local == json.loads(to_local_audit_summary(summary).model_dump_json())
+    weights = run / "export" / WEIGHTS_NAME
+    assert json.loads((folder / AUDITED_WEIGHTS_FILE).read_text()) == {"sha256": sha256_of(weights)}
+    assert (folder / "panel" / "nearest_pairs.png").read_bytes()[:4] == b"\x89PNG"
+    assert (summary.num_samples, summary.resolution_px) == (16, 32)
+
+
+@pytest.mark.realdata
+def test_gate_passes_the_latest_passing_audit_of_these_weights(audited_run, tmp_path):
+    run, summary = audited_run
+    weights = run / "export" / WEIGHTS_NAME
+    run_copy = tmp_path / "run"
+    _write(run_copy, "20260101T000000000000Z", summary, False, sha256_of(weights))
+    newest = _write(run_copy, "20260102T000000000000Z", summary, True, sha256_of(weights))
+    decision = publication_audit(run_copy, weights)
+    assert decision.override_reason is None
+    assert decision.entry == to_local_audit_summary(newest)
+
+
+@pytest.mark.realdata
+def test_gate_refuses_failed_missing_or_stale_audits_unless_overridden(audited_run, tmp_path):
+    run, summary = audited_run
+    weights = run / "export" / WEIGHTS_NAME
+    with pytest.raises(AuditError, match="no audit"):
+        publication_audit(tmp_path / "never-audited", weights)
+    _write(tmp_path / "failed", "20260101T000000000000Z", summary, False, sha256_of(weights))
+    with pytest.raises(AuditError, match="FAILED: 3 samples"):
+        publication_audit(tmp_path / "failed", weights)
+    _write(tmp_path / "stale", "20260101T000000000000Z", summary, True, "0" * 64)
+    with pytest.raises(AuditError, match="audited other weights"):
+        publication_audit(tmp_path / "stale", weights)
+    reason = "radiologist reviewed all 32 closest pairs: no patient recognisable"
+    decision = publication_audit(tmp_path / "failed", weights, override_reason=reason)
+    assert decision.override_reason == reason
+    assert not decision.entry.passed
+    assert decision.entry.method.startswith(f"override: {reason}")
+    with pytest.raises(AuditError, match="10 characters"):
+        publication_audit(tmp_path / "failed", weights, override_reason="ok")
