@@ -29,8 +29,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
@@ -46,7 +44,9 @@ def _sample_data() -> Path:
     return Path(root)
 
 
-def stage_sites(work: Path, pggan_kimg_per_phase: float, labeller_epochs: int, sites: list[str]) -> None:
+def stage_sites(
+    work: Path, pggan_kimg_per_phase: float, labeller_epochs: int, sites: list[str]
+) -> None:
     """Cache, PGGAN and labeller per site (all at the site)."""
     from helpers_cache import build_site_cache
 
@@ -59,7 +59,7 @@ def stage_sites(work: Path, pggan_kimg_per_phase: float, labeller_epochs: int, s
         cache_dir = work / f"site-{site}" / "cache"
         cache = build_site_cache(_sample_data() / folder, cache_dir, resolutions_px=(32,))
         run_dir = work / f"site-{site}" / "pggan"
-        if not (run_dir / "export" / "generator.json").is_file():
+        if "pggan" in parts and not (run_dir / "export" / "generator.json").is_file():
             t0 = time.time()
             options = TrainOptions.from_profile(
                 "tiny",
@@ -72,7 +72,7 @@ def stage_sites(work: Path, pggan_kimg_per_phase: float, labeller_epochs: int, s
             train(options)
             log.info("site %s: PGGAN in %.0f s", site, time.time() - t0)
         lab_dir = work / f"site-{site}" / "labeller"
-        if not (lab_dir / "export" / "labeller.json").is_file():
+        if "labeller" in parts and not (lab_dir / "export" / "labeller.json").is_file():
             train_labels = cache.labels("train")
             annotated = [
                 name for i, name in enumerate(cache.label_space) if train_labels[:, i].sum() > 0
@@ -92,6 +92,140 @@ def stage_sites(work: Path, pggan_kimg_per_phase: float, labeller_epochs: int, s
             log.info("site %s: labeller in %.0f s", site, time.time() - t0)
 
 
+def _site_labels(work: Path, site: str) -> list[str]:
+    card = json.loads((work / f"site-{site}" / "labeller" / "export" / "labeller.json").read_text())
+    return list(card["labeller_config"]["class_names"])
+
+
+def stage_archives(work: Path, images_per_site: int) -> None:
+    """Per site: a labelled archive from its generator and labeller (at the hub)."""
+    from hub.synthesis.class_optimisation import ClassOptimisationSettings
+    from hub.synthesis.pipeline import SynthesisOptions, synthesize
+
+    for site in SITES:
+        out = work / "hub" / "archives-by-site" / site
+        if (out / "manifest.json").is_file():
+            continue
+        t0 = time.time()
+        synthesize(
+            SynthesisOptions(
+                generator=str(work / f"site-{site}" / "pggan" / "export"),
+                labeller=str(work / f"site-{site}" / "labeller" / "export"),
+                out_dir=out,
+                num_images=images_per_site,
+                seed=0,
+                device="cpu",
+                optimisation=ClassOptimisationSettings(max_steps=100, plateau_patience_steps=20),
+            )
+        )
+        log.info("site %s: archive of %d images in %.0f s", site, images_per_site, time.time() - t0)
+
+
+def stage_pool(work: Path) -> Path:
+    """The pooled archive of both sites (annotated labels: each site's labeller classes)."""
+    from hub.pooling.archive import read_archive
+    from hub.pooling.pool import PoolOptions, plan_pool
+    from hub.pooling.writer import write_pooled_archive
+
+    out = work / "hub" / "pooled"
+    if not out.is_dir():
+        sources = [
+            read_archive(
+                work / "hub" / "archives-by-site" / s,
+                site_id=s,
+                annotated_labels=_site_labels(work, s),
+            )
+            for s in SITES
+        ]
+        options = PoolOptions()
+        pooled = write_pooled_archive(
+            plan_pool(sources, options), sources, options, work / "hub", out_dir=out
+        )
+        log.info("pooled archive %s: %d images", pooled.archive_id[:12], pooled.manifest.num_images)
+    return out
+
+
+def stage_classifiers(work: Path, epochs: int) -> dict[str, Path]:
+    """Classifiers on each site's archive and on the pool (synthetic images only)."""
+    from hub.pooling.train import ClassifierTrainOptions, train_classifier
+
+    archives = {f"synthetic:{s}": work / "hub" / "archives-by-site" / s for s in SITES}
+    archives["pooled"] = work / "hub" / "pooled"
+    bundles = {}
+    for tag, archive in archives.items():
+        run = work / "hub" / "classifiers" / tag.replace(":", "-")
+        if not (run / "bundle" / "manifest.json").is_file():
+            site = tag.split(":")[1] if ":" in tag else None
+            t0 = time.time()
+            train_classifier(
+                ClassifierTrainOptions(
+                    archive_dir=archive,
+                    out_dir=run,
+                    hub_key=work / "hub" / "hub_signing.key",
+                    site_id=site,
+                    resolution_px=RESOLUTION_PX,
+                    max_epochs=epochs,
+                    early_stop_patience_epochs=3,
+                    label_space=None,
+                )
+            )
+            log.info("classifier %s in %.0f s", tag, time.time() - t0)
+        bundles[tag] = run / "bundle"
+    return bundles
+
+
+def stage_evaluate(work: Path, bundles: dict[str, Path], epochs: int, resamples: int) -> None:
+    """Each site answers ``evaluate.classifier`` (the same handler the ClientApp calls)."""
+    from helpers_cache import build_site_cache
+
+    from hub.evaluation.comparison import comparison_table, markdown_table, save_evaluations
+    from hub.evaluation.report import write_report
+    from hub.flower.evaluate_server import request_content
+    from hub.pooling.bundle import load_classifier_bundle
+    from shared.evaluation_records import EvaluationRequest, TrainRecipe, evaluation_from_records
+    from site_node.flower.evaluate_task import evaluate_classifier_task
+
+    out = work / "evaluation"
+    out.mkdir(parents=True, exist_ok=True)
+    contents, cfg = {}, None
+    for tag, bundle in bundles.items():
+        net, card, _ = load_classifier_bundle(bundle)
+        thresholds = {c.name: c.threshold_logit for c in card.classes}
+        request = EvaluationRequest(
+            tag=tag,
+            labeller_config=net.cfg,
+            num_resamples=resamples,
+            fallback_thresholds_logit=thresholds,
+        )
+        contents[tag] = request_content(request, net)
+        cfg = net.cfg if tag == "pooled" else cfg
+    assert cfg is not None
+    real = EvaluationRequest(
+        tag="real",
+        mode="train-real",
+        labeller_config=cfg,
+        num_resamples=resamples,
+        recipe=TrainRecipe(max_epochs=epochs),
+    )
+    contents["real"] = request_content(real)
+    evaluations = []
+    for site, folder in SITES.items():
+        cache = build_site_cache(_sample_data() / folder, work / f"site-{site}" / "cache")
+        for tag, content in contents.items():
+            t0 = time.time()
+            reply = evaluate_classifier_task(content, cache, site_id=site)
+            evaluations.append(evaluation_from_records(reply))
+            log.info("site %s answered %s in %.0f s", site, tag, time.time() - t0)
+    save_evaluations(out / "evaluations.json", evaluations)
+    table = comparison_table(evaluations)
+    table.to_csv(out / "comparison.csv", index=False)
+    (out / "comparison.md").write_text(markdown_table(table) + "\n")
+    write_report(
+        out / "report.html", evaluations, title="radshare show 1: real vs synthetic vs pooled"
+    )
+    print(markdown_table(table))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the stages named by ``--stage``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -100,12 +234,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pggan-kimg-per-phase", type=float, default=8.0)
     parser.add_argument("--labeller-epochs", type=int, default=12)
     parser.add_argument("--sites", default="a,b", help="sites of stage 'sites'")
+    parser.add_argument("--images-per-site", type=int, default=600)
+    parser.add_argument("--classifier-epochs", type=int, default=8)
+    parser.add_argument("--resamples", type=int, default=10_000)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args.work.mkdir(parents=True, exist_ok=True)
-    if args.stage in ("all", "sites"):
-        stage_sites(args.work, args.pggan_kimg_per_phase, args.labeller_epochs, args.sites.split(","))
-    np.set_printoptions(precision=3)
+    stages = args.stage.split(",")
+    if {"all", "sites"} & set(stages):
+        stage_sites(
+            args.work, args.pggan_kimg_per_phase, args.labeller_epochs, args.sites.split(",")
+        )
+    if {"all", "archives"} & set(stages):
+        stage_archives(args.work, args.images_per_site)
+    if {"all", "pool"} & set(stages):
+        stage_pool(args.work)
+    if {"all", "classifiers", "evaluate"} & set(stages):
+        bundles = stage_classifiers(args.work, args.classifier_epochs)
+    if {"all", "evaluate"} & set(stages):
+        stage_evaluate(args.work, bundles, args.classifier_epochs, args.resamples)
     (args.work / "done_stages.json").write_text(json.dumps({"last": args.stage}))
 
 

@@ -220,6 +220,23 @@ def _publish_site(
     )
     _step(
         state,
+        f"{key}.publish-labeller",
+        lambda: site_steps.publish_labeller(ctx, site, hub_address),
+        (f"{key}.labeller", "services"),
+    )
+    _step(
+        state,
+        f"hub.pull-labeller.{site.site_id}",
+        lambda: hub_steps.pull_bundle(
+            ctx,
+            hub_address,
+            state.outputs(f"{key}.publish-labeller")["labeller_id"],
+            ctx.layout.pulled(site.site_id, "labeller"),
+        ),
+        (f"{key}.publish-labeller", "services"),
+    )
+    _step(
+        state,
         f"hub.pull.{site.site_id}",
         lambda: hub_steps.pull_bundle(
             ctx,
@@ -236,7 +253,7 @@ def _synthesise(ctx: DemoContext, state: DemoState, site: DemoSite, consortium: 
         state,
         f"hub.synthesize.{site.site_id}",
         functools.partial(hub_steps.synthesize, ctx, site),
-        (f"hub.pull.{site.site_id}", f"site.{site.site_id}.labeller"),
+        (f"hub.pull.{site.site_id}", f"hub.pull-labeller.{site.site_id}"),
     )
 
 

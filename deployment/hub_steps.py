@@ -123,13 +123,12 @@ def federated_task(
 def synthesize(ctx: DemoContext, site: Any) -> dict[str, Any]:
     """A labelled synthetic archive (NIH layout) from one site's generator and labeller.
 
-    The generator is the bundle the hub pulled (signature verified). The labeller is read
-    from the site's training export: there is no verb yet that publishes a labeller bundle.
+    Both the generator and the labeller are bundles the hub pulled (signatures verified).
     """
     require_verb("radshare-hub", "synthesize", "hub/synthesis")
     out = ctx.layout.archive(site.site_id)
     argv = ["radshare-hub", "synthesize", "--generator", str(ctx.layout.pulled(site.site_id))]
-    argv += ["--labeller", str(ctx.site(site).labeller_run / "export"), "--out", str(out)]
+    argv += ["--labeller", str(ctx.layout.pulled(site.site_id, "labeller")), "--out", str(out)]
     argv += ["--size", str(ctx.settings.archive_images_per_site)]
     argv += ["--seed", str(ctx.config.seed), "--device", _device(ctx)]
     run_hub(ctx, f"synthesize archive of site {site.site_id}", argv)

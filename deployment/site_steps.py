@@ -25,6 +25,7 @@ __all__ = [
     "make_data",
     "make_keys",
     "publish",
+    "publish_labeller",
     "train_labeller",
     "train_pggan",
 ]
@@ -165,7 +166,7 @@ def train_pggan(ctx: DemoContext, site: DemoSite) -> dict[str, Any]:
     argv = ["radshare-site", "train", *common, "--kimg-per-phase", str(s.pggan_kimg_per_phase)]
     argv += ["--accelerator", s.accelerator, "--no-progress-bar"]  # progress: tick lines
     if (run_dir / "options.json").is_file():  # an interrupted run: go on from last.ckpt
-        argv = ["radshare-site", "train", "--out", str(run_dir), "--resume"]
+        argv = ["radshare-site", "train", "--out", str(run_dir), "--resume", "--no-progress-bar"]
     if not (run_dir / "export" / "generator.json").is_file():  # finished before a stop
         ctx.run(site, "train PGGAN", argv)
     if not (run_dir / "export" / "g_ema.safetensors").is_file():
@@ -207,6 +208,7 @@ def local_audit(ctx: DemoContext, site: DemoSite) -> dict[str, Any]:
     args += ["--num-samples", str(s.audit_num_generated), "--seed", str(ctx.config.seed)]
     if has_verb("radshare-site", "audit"):
         argv = ["radshare-site", "audit", *args, "--num-permutations", "999"]
+        argv += ["--device", "cuda" if s.accelerator == "gpu" else "cpu"]
         if (paths.labeller_run / "export" / "labeller.json").is_file():
             argv += ["--labeller", str(paths.labeller_run / "export")]
     else:
@@ -257,3 +259,37 @@ def publish(
     if not found:
         raise StepFailedError(f"site {site.site_id}: publish printed no artifact id")
     return {"generator_id": found[-1]}
+
+
+def publish_labeller(ctx: DemoContext, site: DemoSite, hub_address: str) -> dict[str, Any]:
+    """Sign the site's labeller as a bundle and upload it; its artifact id.
+
+    ``radshare-site publish`` publishes generators only, so this runs the stand-in
+    ``python -m deployment.tasks publish-labeller`` (same signing key, same mTLS identity).
+    """
+    paths = ctx.site(site)
+    argv = python_task(
+        "publish-labeller",
+        "--export",
+        str(paths.labeller_run / "export"),
+        "--site",
+        site.site_id,
+        "--key",
+        str(paths.signing_key),
+        "--hub",
+        hub_address,
+        "--tls-dir",
+        str(paths.tls),
+        "--bundle-out",
+        str(paths.labeller_run / "bundle"),
+    )
+    lines = run_command(
+        f"site-{site.site_id}",
+        argv,
+        log_dir=ctx.layout.logs,
+        what=f"site {site.site_id}: publish labeller",
+    )
+    found = [m.group(1) for line in lines if (m := _PUBLISHED.search(line))]
+    if not found:
+        raise StepFailedError(f"site {site.site_id}: labeller publish printed no artifact id")
+    return {"labeller_id": found[-1]}

@@ -5,6 +5,8 @@ separate process exactly like the ``radshare-site`` verb it stands in for. The d
 the real verb as soon as the CLI registers it (:func:`deployment.commands.has_verb`).
 
     python -m deployment.tasks audit --run R --cache C --out A --num-samples 40
+    python -m deployment.tasks publish-labeller --export L/export --site a --key K --hub H \
+        --tls-dir T --bundle-out L/bundle
 """
 
 from __future__ import annotations
@@ -55,6 +57,33 @@ def audit(
     local = to_local_audit_summary(outcome.summary)
     _write_json(out / "local_summary.json", local.model_dump_json(indent=2))
     typer.echo(f"audit passed: {outcome.summary.passed}")
+
+
+@app.command("publish-labeller")
+def publish_labeller(
+    export: Path = typer.Option(..., help="labeller training export (labeller.json + weights)"),
+    site: str = typer.Option(..., help="this site's id"),
+    key: Path = typer.Option(..., help="the site's Ed25519 private key"),
+    hub: str = typer.Option("127.0.0.1:50051", help="hub address host:port"),
+    tls_dir: Path = typer.Option(..., help="ca.crt and site-<id>.crt/.key"),
+    bundle_out: Path = typer.Option(..., help="bundle folder (reused when complete)"),
+) -> None:
+    """Sign the site's labeller as a bundle and upload it (as ``radshare-site publish`` does)."""
+    import shutil
+
+    from shared.hub_client import ClientTLS, HubClient
+    from shared.networks.labeller import load_labeller_export, write_labeller_bundle
+    from site_node.keys import load_site_signing_key
+
+    if not (bundle_out / "manifest.json").is_file():
+        if bundle_out.exists():  # an interrupted attempt
+            shutil.rmtree(bundle_out)
+        labeller, card = load_labeller_export(export)
+        write_labeller_bundle(bundle_out, labeller, card, site, load_site_signing_key(key))
+    with HubClient(hub, ClientTLS.from_dir(tls_dir, f"site:{site}")) as client:
+        result = client.publish_bundle(bundle_out)
+    state = "published" if result.created else "already published"
+    typer.echo(f"{state}: {result.artifact.artifact_id} ({result.artifact.size_bytes} bytes)")
 
 
 def _write_json(path: Path, text: str) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-__all__ = ["make_archive"]
+__all__ = ["make_archive", "small_site"]
 
 
 def make_archive(
@@ -54,3 +54,14 @@ def make_archive(
         meta = {"site_id": site_id, "class_names": list(class_names) if class_names else None}
         (folder / "archive.json").write_text(json.dumps({k: v for k, v in meta.items() if v}))
     return folder
+
+
+def small_site(site_dir: Path, out: Path, num_images: int) -> Path:
+    """Every k-th row of a real site, ``num_images`` in all (images linked, not copied)."""
+    (out / "images").mkdir(parents=True)
+    labels = pd.read_csv(site_dir / "labels.csv")
+    labels = labels.iloc[:: max(1, len(labels) // num_images)].head(num_images)
+    labels.to_csv(out / "labels.csv", index=False)
+    for name in labels["Image Index"]:
+        (out / "images" / name).symlink_to(site_dir / "images" / name)
+    return out

@@ -1,4 +1,4 @@
-"""Batched class optimisation against a one-start reference loop, and its retire/give-up rules."""
+"""Batched class optimisation against a one-start reference loop; give-up rules; local sampling."""
 
 from collections import deque
 
@@ -16,6 +16,13 @@ from hub.synthesis.class_optimisation import (
     Start,
     make_start,
     truncated_normal,
+)
+from hub.synthesis.local_sampling import (
+    LocalSamplingSettings,
+    PatientRequest,
+    acceptance_mask,
+    finding_labels,
+    sample_patients,
 )
 
 Z_DIM, RES = 8, 8
@@ -159,3 +166,57 @@ def test_severity_jitter_is_abs_normal_1_1_on_top_of_youden():
     assert jitter.mean() == pytest.approx(expected, abs=0.05)
     folded = stats.foldnorm(c=1.0)  # |N(1, 1)|
     assert stats.kstest(jitter, folded.cdf).pvalue > 0.01
+
+
+# --- local sampling ----------------------------------------------------------------------
+
+
+class EchoG(torch.nn.Module):
+    """Writes 0.4 z into the first pixels of a mid-grey image (so the labeller can read z back)."""
+
+    def forward(self, z):
+        x = torch.zeros(z.shape[0], RES * RES)
+        x[:, : z.shape[1]] = 0.4 * z
+        return x.view(-1, 1, RES, RES)
+
+
+class EchoLabeller(torch.nn.Module):
+    def forward(self, x):
+        return x.flatten(1)[:, :Z_DIM] / 0.4
+
+
+def test_neighbours_are_centre_plus_normal_noise_and_targets_are_enforced():
+    centre = torch.linspace(-0.5, 0.5, Z_DIM)
+    # Unlabelled: everything kept; the neighbours spread around z* with sd sigma.
+    request = PatientRequest(task=1, z_centre=centre, num_images=400, seed=3)
+    (series,) = sample_patients(
+        EchoG(), EchoLabeller(), [request], LocalSamplingSettings(sigma=0.2)
+    )
+    z = np.stack(series.logits)  # the echo labeller reads back the 8-bit-rounded latent
+    assert series.num_rejected == 0 and len(series.images) == 400
+    assert np.abs(z.mean(0) - centre.numpy()).max() < 0.05
+    assert np.std(z - centre.numpy()) == pytest.approx(0.2, rel=0.05)
+    # Targeted: class 0's logit is z_0 (centre -0.5); keep only draws with z_0 >= -0.5: ~half.
+    request = PatientRequest(1, centre, num_images=50, seed=4, target=0, threshold_logit=-0.5)
+    (series,) = sample_patients(EchoG(), EchoLabeller(), [request])
+    kept = np.stack(series.logits)[:, 0]
+    assert series.complete and (kept >= -0.5).all()
+    assert series.num_drawn == len(series.images) + series.num_rejected
+    assert 0.3 < series.num_rejected / series.num_drawn < 0.7
+    # Unreachable: gives up after max_draws_per_image * num_images draws.
+    request = PatientRequest(1, centre, num_images=4, seed=5, target=0, threshold_logit=3.0)
+    (series,) = sample_patients(
+        EchoG(), EchoLabeller(), [request], LocalSamplingSettings(max_draws_per_image=3)
+    )
+    assert not series.complete and series.num_drawn == 12 and series.num_rejected == 12
+
+
+def test_finding_labels_follow_the_nih_convention():
+    names = ["Mass", "Nodule", "Hernia", "No Finding"]
+    youden = [0.0, 1.0, None, -1.0]
+    assert finding_labels(np.array([0.5, 1.0, 9.0, 2.0]), names, youden) == "Mass|Nodule"
+    assert finding_labels(np.array([-0.1, 0.9, 9.0, 2.0]), names, youden) == "No Finding"
+    assert finding_labels(np.array([-0.1, 0.9, 9.0, -5.0]), names, youden) == "No Finding"
+    mask = acceptance_mask(torch.tensor([[0.0, 2.0], [1.0, -1.0]]), 1, 0.5)
+    assert mask.tolist() == [True, False]
+    assert acceptance_mask(torch.zeros(3, 2), None, None).all()

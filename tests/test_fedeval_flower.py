@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from helpers_cache import build_site_cache
-from helpers_pool import make_archive
+from helpers_pool import make_archive, small_site
 
 from deployment.flower import run_app
 from deployment.launcher import Consortium
@@ -56,8 +56,12 @@ def _classifier(archive: Path, out: Path, key: Path, site_id: str | None = None)
 def test_pool_train_and_evaluate_on_two_sites(site_a, site_b, tmp_path):
     # The sites' real data stays in their caches; the hub sees only archives and aggregates.
     caches = {
-        "a": build_site_cache(site_a, tmp_path / "site-a" / "cache", resolutions_px=(32,)),
-        "b": build_site_cache(site_b, tmp_path / "site-b" / "cache", resolutions_px=(32,)),
+        site: build_site_cache(
+            small_site(folder, tmp_path / f"site-{site}" / "data", 300),
+            tmp_path / f"site-{site}" / "cache",
+            resolutions_px=(32,),
+        )
+        for site, folder in (("a", site_a), ("b", site_b))
     }
     # Pool two small synthetic archives (site b annotated only Pneumonia and No Finding).
     arch_a = make_archive(

@@ -97,14 +97,36 @@ def test_a_memoriser_is_caught_and_a_non_memoriser_is_not(cache: SiteCache) -> N
 
     caught = run_membership_audit(memoriser, cache, settings)
     missed = run_membership_audit(non_memoriser, cache, settings)
-    assert isinstance(caught, MembershipSummary) and [a.method for a in caught.attacks] == list(METHODS)
+    assert isinstance(caught, MembershipSummary) and list(caught.attacks) == list(METHODS)
     for method in ("gan-leaks-calibrated", "gan-leaks"):
-        result = caught.attack(method)
+        result = caught.attacks[method]
         assert 0.9 <= result.roc_auc <= 1.0 and result.roc_auc_ci95[0] >= 0.85
         assert result.tpr_at_target_fpr >= 0.5
-    for result in missed.attacks:  # ~30 holdout patients: the patient bootstrap CI is wide
+    for result in missed.attacks.values():  # ~30 holdout patients: the patient bootstrap CI is wide
         assert result.roc_auc_ci95[0] <= 0.5 <= result.roc_auc_ci95[1]
         assert result.roc_auc_ci95[1] - result.roc_auc_ci95[0] <= 0.35
         assert abs(result.roc_auc - 0.5) <= 0.15
         assert result.tpr_at_target_fpr <= 0.15
     assert caught.num_members == caught.num_nonmembers == min(200, cache.indices("test").size)
+
+
+def test_summary_travels_in_an_audit_reply(cache: SiteCache) -> None:
+    """Inside an AuditSummary, the membership results survive the Flower reply's flat records."""
+    from shared.artifacts.audit import AuditSettings, to_local_audit_summary
+    from shared.audit_records import summary_from_records, summary_to_records
+    from site_node.audit.memorisation import run_memorisation_audit
+
+    reals = cache.images(16)
+
+    def sample(n: int, seed: int) -> np.ndarray:
+        return reals[np.random.default_rng(seed).choice(cache.indices("val"), n)]
+
+    audit_settings = AuditSettings(num_samples=30, num_permutations=99, reference_samples=20)
+    membership = run_membership_audit(sample, cache, MembershipSettings(num_samples=200, num_resamples=20))
+    summary = run_memorisation_audit(sample, cache, audit_settings).summary
+    summary = summary.model_copy(update={"membership": membership})
+    site, back = summary_from_records(summary_to_records(summary, "a"))
+    assert site == "a" and back == summary
+    assert back.membership is not None and back.membership.primary == membership.attacks["gan-leaks-calibrated"]
+    metrics = to_local_audit_summary(back).metrics
+    assert metrics["membership_auc"] == membership.attacks["gan-leaks-calibrated"].roc_auc

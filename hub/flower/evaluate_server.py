@@ -222,7 +222,7 @@ def evaluation_contents(run_config: Mapping[str, object]) -> dict[str, RecordDic
 
 
 def evaluate_main(grid: Grid, run_config: Mapping[str, object]) -> Path:
-    """The ServerApp's ``evaluate`` task: all requests to all sites; results and report to out-dir."""
+    """The ServerApp's ``evaluate`` task: all requests to all sites; results, report in out-dir."""
     from hub.evaluation.comparison import comparison_table, markdown_table, save_evaluations
     from hub.evaluation.report import write_report
 

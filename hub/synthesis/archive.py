@@ -158,6 +158,7 @@ class ClassSummary(BaseModel):
     target_class: str
     patients: int = 0
     images: int = 0
+    images_labelled_with_target: int = 0
     starts: int = 0
     converged: int = 0
     gave_up_plateau: int = 0

@@ -3,14 +3,15 @@
 Segal et al. (§4.3, §4.5) treat an optimised ``z*`` as a patient and draw 3 to 6
 follow-ups ``z* + N(0, 0.2²)`` around it: the same findings with small changes of
 position, exposure or severity. A follow-up is kept only if the labeller still scores
-the target class at or above the start's threshold ``T_c`` (for the target "No
-Finding", also no finding at or above its Youden threshold, so that the row's label
-agrees with its target); rejected draws are counted and replaced, up to
-``max_draws_per_image`` draws per image.
+the target class at or above the start's threshold ``T_c``; rejected draws are counted
+and replaced, up to ``max_draws_per_image`` draws per image.
 
 Labels of a kept image (:func:`finding_labels`): every finding whose logit reaches its
 Youden threshold, joined with "|" in label-space order, or "No Finding" when none does
 (NIH's ``Finding Labels`` convention). Classes without a threshold are never assigned.
+So an image optimised for "No Finding" is labelled with whatever findings the labeller
+still calls on it: labels are the labeller's calls, the target only steered the search
+(the archive manifest counts, per class, the images whose labels carry their target).
 Images are scored after rounding to 8 bits, so the labels describe the PNG as written.
 """
 
@@ -98,21 +99,12 @@ def finding_labels(
 
 
 def acceptance_mask(
-    logits: torch.Tensor,
-    target: int | None,
-    threshold_logit: float | None,
-    class_names: Sequence[str],
-    youden_logit: Sequence[float | None],
+    logits: torch.Tensor, target: int | None, threshold_logit: float | None
 ) -> torch.Tensor:
     """Which rows of ``logits [N, C]`` still show the target (all rows when target is None)."""
     if target is None or threshold_logit is None:
         return torch.ones(logits.shape[0], dtype=torch.bool)
-    keep = logits[:, target] >= threshold_logit
-    if class_names[target] == NO_FINDING:
-        for c, (name, threshold) in enumerate(zip(class_names, youden_logit, strict=True)):
-            if name != NO_FINDING and threshold is not None:
-                keep &= logits[:, c] < threshold
-    return keep
+    return logits[:, target] >= threshold_logit
 
 
 @torch.no_grad()
@@ -131,8 +123,6 @@ def sample_patients(
     G: nn.Module,
     labeller: nn.Module,
     requests: Sequence[PatientRequest],
-    class_names: Sequence[str],
-    youden_logit: Sequence[float | None],
     settings: LocalSamplingSettings | None = None,
     device: torch.device | str = "cpu",
 ) -> list[PatientSeries]:
@@ -161,16 +151,16 @@ def sample_patients(
             draws.append(request.z_centre[None] + cfg.sigma * noise)
             owners += [i] * need
         images, logits = _generate(G, labeller, torch.cat(draws), cfg.batch_size, device)
-        _keep_accepted(series, owners, images, logits, class_names, youden_logit)
+        _keep_accepted(series, owners, images, logits)
 
 
-def _keep_accepted(series, owners, images, logits, class_names, youden_logit) -> None:
+def _keep_accepted(series, owners, images, logits) -> None:
     owners_arr = np.asarray(owners)
     for i in np.unique(owners_arr):
         rows = np.flatnonzero(owners_arr == i)
         s = series[i]
         r = s.request
-        keep = acceptance_mask(logits[rows], r.target, r.threshold_logit, class_names, youden_logit)
+        keep = acceptance_mask(logits[rows], r.target, r.threshold_logit)
         s.num_drawn += len(rows)
         s.num_rejected += int((~keep).sum())
         for row in rows[keep.numpy()]:

@@ -307,9 +307,8 @@ class _Run:
 
     def _sample(self, requests: Sequence[PatientRequest]) -> list[PatientSeries]:
         return sample_patients(
-            self.G, self.labeller, requests, self.job.class_names, self.job.youden,
-            self.job.options.sampling, self.job.device,
-        )  # fmt: skip
+            self.G, self.labeller, requests, self.job.options.sampling, self.job.device
+        )
 
     def _write(self, series: PatientSeries, centre: Converged | None) -> None:
         request = series.request
@@ -350,6 +349,9 @@ def _class_summaries(job: SynthesisJob, state: JournalState) -> list[ClassSummar
         s = summaries.setdefault(p.target_class, ClassSummary(target_class=p.target_class))
         s.patients += 1
         s.images += len(p.images)
+        s.images_labelled_with_target += sum(
+            p.target_class in im.finding_labels.split("|") for im in p.images
+        )
         s.converged += 1
         s.neighbours_drawn += p.neighbours_drawn
         s.neighbours_rejected += p.neighbours_rejected

@@ -239,8 +239,8 @@ def to_local_audit_summary(summary: AuditSummary) -> LocalAuditSummary:
         metrics["feature_fraction_train"] = summary.feature_test.fraction_train
         metrics["feature_binomial_p_value"] = summary.feature_test.binomial_p_value
         metrics["feature_permutation_p_value"] = summary.feature_test.permutation_p_value
-    if summary.membership is not None:  # the first attack: calibrated GAN-Leaks
-        attack = summary.membership.attacks[0]
+    if summary.membership is not None:  # calibrated GAN-Leaks
+        attack = summary.membership.primary
         metrics["membership_auc"] = attack.roc_auc
         metrics["membership_auc_ci95_high"] = attack.roc_auc_ci95[1]
         metrics["membership_tpr_at_target_fpr"] = attack.tpr_at_target_fpr

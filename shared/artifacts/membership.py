@@ -21,12 +21,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "MEMBERSHIP_SCHEMA_VERSION",
+    "PRIMARY_METHOD",
     "AttackResult",
     "MembershipSettings",
     "MembershipSummary",
 ]
 
 MEMBERSHIP_SCHEMA_VERSION = 1
+
+#: The attack a one-line summary reports (the others are kept beside it).
+PRIMARY_METHOD = "gan-leaks-calibrated"
 
 
 class _Strict(BaseModel):
@@ -55,7 +59,6 @@ class MembershipSettings(_Strict):
 class AttackResult(_Strict):
     """One attack's separation of members from non-members, with 95% bootstrap CIs."""
 
-    method: str = Field(max_length=64)
     roc_auc: float = Field(ge=0, le=1)
     roc_auc_ci95: tuple[float, float]
     tpr_at_target_fpr: float = Field(ge=0, le=1)
@@ -72,12 +75,12 @@ class MembershipSummary(_Strict):
     num_members: int = Field(ge=1)
     num_nonmembers: int = Field(ge=1)
     num_reference: int = Field(ge=1)
-    attacks: list[AttackResult] = Field(min_length=1, max_length=8)
+    attacks: dict[str, AttackResult] = Field(
+        min_length=1, max_length=8, description="method → result (a dict: flat on the wire)"
+    )
     seconds: float = Field(ge=0)
 
-    def attack(self, method: str) -> AttackResult:
-        """The result of ``method`` (KeyError naming the methods present)."""
-        for result in self.attacks:
-            if result.method == method:
-                return result
-        raise KeyError(f"no attack {method!r}; present: {[a.method for a in self.attacks]}")
+    @property
+    def primary(self) -> AttackResult:
+        """The :data:`PRIMARY_METHOD` result if present, else the first."""
+        return self.attacks.get(PRIMARY_METHOD) or next(iter(self.attacks.values()))

@@ -25,7 +25,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
 import numpy as np
@@ -113,7 +113,6 @@ class SearchCounters:
     num_pairs: int = 0
     num_stats: int = 0
     seconds: float = 0.0
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 def _rows_of(reals: Images, rows: np.ndarray | None) -> np.ndarray:

@@ -8,13 +8,15 @@ made quantitative):
    (exhaustive search, ``shared.metrics.nn_search``); the distribution of the
    best SSIM (histogram, quantiles) and the number of samples at or above the
    near-copy threshold.
-2. **Train versus holdout** (Meehan et al.'s and Platzer & Reutterer's
-   distance-to-closest-record idea): against a random training subset of the
-   holdout's size, is each sample's nearest neighbour in train or in the holdout
-   (the test split, whose patients the generator never saw)? With no
-   memorisation both are equally likely; the fraction ``p`` nearer train is
-   tested against 0.5 with a one-sided binomial test. Reported with the 5th
-   percentiles of both distances (``1 - SSIM``).
+2. **Train versus holdout** (the distance-to-closest-record idea): is each
+   sample's nearest neighbour in train or in the holdout (the test split, whose
+   patients the generator never saw)? Against whole random training patients
+   with as many images as the holdout, the fraction ``p`` nearer train is tested
+   against 0.5 with a one-sided binomial test and reported with the 5th
+   percentiles of both distances (``1 - SSIM``). Because samples that share a
+   nearest image are not independent, the verdict uses a patient-level
+   permutation test over the whole train split instead
+   (``site_node.audit.statistics``).
 3. **The same test in a feature space** (the labeller's embedding, or a fixed
    block-mean embedding), because SSIM misses near copies that are shifted,
    re-windowed or re-scaled yet still re-identifiable.

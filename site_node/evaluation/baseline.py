@@ -30,7 +30,13 @@ from site_node.data.cache import SiteCache
 from site_node.evaluation.evaluate import images_at, predict_split, split_labels
 from site_node.labeller.data import augment_batch, to_network_range
 
-__all__ = ["TrainingSet", "rare_class_rows", "train_real_classifier", "training_set"]
+__all__ = [
+    "TrainingSet",
+    "rare_class_rows",
+    "train_real_classifier",
+    "train_real_classifier_epochs",
+    "training_set",
+]
 
 log = logging.getLogger("radshare.site.evaluation")
 
@@ -175,3 +181,19 @@ def train_real_classifier(
             best, best_score = copy.deepcopy(net.state_dict()), score
     net.load_state_dict(best)
     return net.eval()
+
+
+def train_real_classifier_epochs(
+    net: Labeller, data: TrainingSet, recipe: TrainRecipe, epochs: int
+) -> float:
+    """Train ``net`` in place for ``epochs`` on ``data`` (no epoch selection); the last loss."""
+    if len(data) < 2 or not data.mask.any():
+        raise TrainingError("nothing to train on (fewer than 2 images or no annotated label)")
+    torch.manual_seed(recipe.seed)
+    rng = np.random.default_rng(recipe.seed)
+    optimiser = torch.optim.Adam(net.parameters(), lr=recipe.lr)
+    weights = masked_class_weights(data.labels, data.mask)
+    loss = float("nan")
+    for _ in range(epochs):
+        loss = _epoch(net, data, recipe, optimiser, weights, rng)
+    return loss

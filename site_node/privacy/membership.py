@@ -223,25 +223,24 @@ def run_membership_audit(
     distances = attack_distances(features(reals[queries]), features(samples), features(reals[sets.reference]))
     scores = distances.scores(np.arange(queries.size), np.arange(sets.reference.size))
     resampled = _bootstrap(distances, sets, y_true, settings)
-    attacks = [
-        AttackResult(
-            method=method,
+    attacks = {
+        method: AttackResult(
             roc_auc=roc_auc(y_true, scores[method]),
             roc_auc_ci95=_ci95(resampled[method][0]),
             tpr_at_target_fpr=tpr_at_fpr(y_true, scores[method], settings.target_fpr),
             tpr_at_target_fpr_ci95=_ci95(resampled[method][1]),
         )
         for method in METHODS
-    ]
+    }
     summary = MembershipSummary(
         settings=settings, resolution_px=res_px, num_members=int(sets.members.size),
         num_nonmembers=int(sets.nonmembers.size), num_reference=int(sets.reference.size),
         attacks=attacks, seconds=time.perf_counter() - started,
     )  # fmt: skip
-    best = summary.attacks[0]
+    best = summary.primary
     log.info(
         "membership audit: %s AUC %.3f [%.3f, %.3f], TPR@%g FPR %.3f (%d members, %d non-members)",
-        best.method, best.roc_auc, *best.roc_auc_ci95, settings.target_fpr,
+        METHODS[0], best.roc_auc, *best.roc_auc_ci95, settings.target_fpr,
         best.tpr_at_target_fpr, sets.members.size, sets.nonmembers.size,
     )  # fmt: skip
     return summary
