@@ -153,9 +153,9 @@ def time_search(device: str, num_queries: int, num_reals: int) -> tuple[float, i
     return counters.seconds, counters.num_pairs
 
 
-def print_search(device: str, quick: bool) -> None:
+def print_search(device: str, quick: bool, threads: int) -> None:
     """Section 2: exhaustive 1,000 × R at 256², and the 100k × 100k extrapolation."""
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(threads)
     timed_queries = 1000 if device != "cpu" else (4 if quick else 16)
     print(f"\n## Exhaustive top-5 search at 256², uniform window, on {device}")
     print("| Q × R | timed as | seconds (for 1,000 × R) | pairs/s |")
@@ -183,9 +183,9 @@ def load_real(data: Path, site: str, count: int) -> np.ndarray:
     return np.stack([np.asarray(Image.open(folder / n).convert("L")) for n in names])
 
 
-def print_recall(device: str, data: Path, quick: bool) -> None:
+def print_recall(device: str, data: Path, quick: bool, threads: int) -> None:
     """Section 3: recall of the correlation prefilter against the exhaustive search."""
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(threads)
     site_a, site_b = load_real(data, "cxr-site-a", 840), load_real(data, "cxr-site-b", 1500)
     num_queries = 24 if quick else 100
     rng = np.random.default_rng(0)
@@ -220,6 +220,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--data", type=Path, default=None, help="team data for the recall table")
     parser.add_argument("--quick", action="store_true", help="fewer pairs, for a smoke run")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads")
     parser.add_argument("--skip", default="", help="comma list of sections to skip: rates,search")
     args = parser.parse_args()
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor()
@@ -229,9 +230,9 @@ def main() -> None:
     if "rates" not in skip:
         print_rates(args.device, 96 if args.quick else 1024, args.quick)
     if "search" not in skip:
-        print_search(args.device, args.quick)
+        print_search(args.device, args.quick, args.threads)
     if args.data is not None:
-        print_recall(args.device, args.data, args.quick)
+        print_recall(args.device, args.data, args.quick, args.threads)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,12 @@ def member_cache(site_dir: Path, out: Path, num_members: int, seed: int) -> Path
     """Ingest the site, then a cache whose train split is ``num_members`` random train images."""
     full_dir, cache_dir = out / "cache-full", out / "cache-members"
     if not (full_dir / "manifest.json").is_file():
-        ingest(site_dir / "labels.csv", site_dir / "images", full_dir, IngestOptions(max_resolution_px=32))
+        ingest(
+            site_dir / "labels.csv",
+            site_dir / "images",
+            full_dir,
+            IngestOptions(max_resolution_px=32),
+        )
     if (cache_dir / "manifest.json").is_file():
         return cache_dir
     full = SiteCache(full_dir)
@@ -55,7 +60,9 @@ def member_cache(site_dir: Path, out: Path, num_members: int, seed: int) -> Path
     return cache_dir
 
 
-def train_run(cache_dir: Path, run_dir: Path, args: argparse.Namespace, dp: DPOptions | None) -> float:
+def train_run(
+    cache_dir: Path, run_dir: Path, args: argparse.Namespace, dp: DPOptions | None
+) -> float:
     """Train one generator (reused if ``run_dir`` already holds an export); seconds taken."""
     if (run_dir / "export" / "generator.json").is_file():
         return 0.0
@@ -79,15 +86,26 @@ def attack(run_dir: Path, cache_dir: Path, args: argparse.Namespace) -> dict[str
     def sample(n: int, seed: int) -> np.ndarray:
         return generate_uint8(G_ema, n, seed=seed, batch_size=256)
 
-    settings = MembershipSettings(num_samples=args.num_samples, max_queries=args.members, distance_px=args.resolution, seed=args.seed)
+    settings = MembershipSettings(
+        num_samples=args.num_samples,
+        max_queries=args.members,
+        distance_px=args.resolution,
+        seed=args.seed,
+    )
     summary = run_membership_audit(sample, SiteCache(cache_dir), settings)
     write_png(args.out / f"grid_{run_dir.name}.png", image_grid(sample(64, 1234)))
     training = json.loads((run_dir / "export" / "generator.json").read_text())["training"]
-    return {"membership": summary.model_dump(mode="json"), "dp": training.get("dp"), "kimg": training["kimg_shown"]}
+    return {
+        "membership": summary.model_dump(mode="json"),
+        "dp": training.get("dp"),
+        "kimg": training["kimg_shown"],
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--site", type=Path, default=Path("/work/shared/data/cxr-site-a"))
     parser.add_argument("--members", type=int, default=128)
@@ -112,7 +130,9 @@ def main() -> None:
     # Train: non-DP, then DP at every epsilon.
     runs: dict[str, DPOptions | None] = {"nondp": None}
     for epsilon in args.epsilon:
-        runs[f"dp_eps{epsilon:g}"] = DPOptions(target_epsilon=epsilon, delta=args.delta, accountant="prv")
+        runs[f"dp_eps{epsilon:g}"] = DPOptions(
+            target_epsilon=epsilon, delta=args.delta, accountant="prv"
+        )
     for name, dp in runs.items():
         if args.runs is not None and name not in args.runs:
             continue
@@ -122,14 +142,19 @@ def main() -> None:
 
     # Report every run that has results.
     for path in sorted(args.out.glob("results_*.json")):
-        result = json.loads(path.read_text())
-        epsilon = result["dp"]["epsilon"] if result["dp"] else float("inf")
-        for a in result["membership"]["attacks"]:
-            auc, tpr = a["roc_auc_ci95"], a["tpr_at_target_fpr_ci95"]
-            print(
-                f"{path.stem[8:]:>10} eps {epsilon:6.2f} {a['method']:>21}  AUC {a['roc_auc']:.3f} "
-                f"[{auc[0]:.3f}, {auc[1]:.3f}]  TPR@1%FPR {a['tpr_at_target_fpr']:.3f} [{tpr[0]:.3f}, {tpr[1]:.3f}]"
-            )
+        print_result(path.stem.removeprefix("results_"), json.loads(path.read_text()))
+
+
+def print_result(name: str, result: dict[str, Any]) -> None:
+    """One line per attack: AUC and TPR at 1% FPR with their 95% CIs."""
+    epsilon = result["dp"]["epsilon"] if result["dp"] else float("inf")
+    for method, a in result["membership"]["attacks"].items():
+        auc, tpr = a["roc_auc_ci95"], a["tpr_at_target_fpr_ci95"]
+        print(
+            f"{name:>10} eps {epsilon:6.2f} {method:>21}  AUC {a['roc_auc']:.3f} "
+            f"[{auc[0]:.3f}, {auc[1]:.3f}]  TPR@1%FPR {a['tpr_at_target_fpr']:.3f} "
+            f"[{tpr[0]:.3f}, {tpr[1]:.3f}]"
+        )
 
 
 if __name__ == "__main__":

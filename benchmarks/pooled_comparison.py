@@ -37,6 +37,8 @@ log = logging.getLogger("radshare.bench.pooled_comparison")
 
 SITES = {"a": "cxr-site-a", "b": "cxr-site-b"}
 RESOLUTION_PX = 32
+SMALL_NETWORK = {"init_features": 16, "growth_rate": 8, "block_config": (2, 2, 2, 2)}
+ACCELERATOR = os.environ.get("RADSHARE_ACCELERATOR", "cpu")  # "gpu" on a machine with CUDA
 
 
 def _sample_data() -> Path:
@@ -45,7 +47,11 @@ def _sample_data() -> Path:
 
 
 def stage_sites(
-    work: Path, pggan_kimg_per_phase: float, labeller_epochs: int, sites: list[str]
+    work: Path,
+    pggan_kimg_per_phase: float,
+    labeller_epochs: int,
+    sites: list[str],
+    parts: tuple[str, ...] = ("pggan", "labeller"),
 ) -> None:
     """Cache, PGGAN and labeller per site (all at the site)."""
     from helpers_cache import build_site_cache
@@ -66,7 +72,7 @@ def stage_sites(
                 cache_dir=cache_dir,
                 run_dir=run_dir,
                 kimg_per_phase=pggan_kimg_per_phase,
-                accelerator="cpu",
+                accelerator=ACCELERATOR,
                 progress_bar=False,
             )
             train(options)
@@ -87,6 +93,7 @@ def stage_sites(
                     max_epochs=labeller_epochs,
                     early_stop_patience_epochs=4,
                     progress_bar=False,
+                    accelerator=ACCELERATOR,
                 )
             )
             log.info("site %s: labeller in %.0f s", site, time.time() - t0)
@@ -97,7 +104,7 @@ def _site_labels(work: Path, site: str) -> list[str]:
     return list(card["labeller_config"]["class_names"])
 
 
-def stage_archives(work: Path, images_per_site: int) -> None:
+def stage_archives(work: Path, images_per_site: int, max_steps: int = 100) -> None:
     """Per site: a labelled archive from its generator and labeller (at the hub)."""
     from hub.synthesis.class_optimisation import ClassOptimisationSettings
     from hub.synthesis.pipeline import SynthesisOptions, synthesize
@@ -114,8 +121,10 @@ def stage_archives(work: Path, images_per_site: int) -> None:
                 out_dir=out,
                 num_images=images_per_site,
                 seed=0,
-                device="cpu",
-                optimisation=ClassOptimisationSettings(max_steps=100, plateau_patience_steps=20),
+                device="cuda" if ACCELERATOR == "gpu" else "cpu",
+                optimisation=ClassOptimisationSettings(
+                    max_steps=max_steps, plateau_patience_steps=20
+                ),
             )
         )
         log.info("site %s: archive of %d images in %.0f s", site, images_per_site, time.time() - t0)
@@ -145,7 +154,7 @@ def stage_pool(work: Path) -> Path:
     return out
 
 
-def stage_classifiers(work: Path, epochs: int) -> dict[str, Path]:
+def stage_classifiers(work: Path, epochs: int, small: bool = False) -> dict[str, Path]:
     """Classifiers on each site's archive and on the pool (synthetic images only)."""
     from hub.pooling.train import ClassifierTrainOptions, train_classifier
 
@@ -235,6 +244,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--labeller-epochs", type=int, default=12)
     parser.add_argument("--sites", default="a,b", help="sites of stage 'sites'")
     parser.add_argument("--images-per-site", type=int, default=600)
+    parser.add_argument("--small-network", action="store_true", help="small DenseNet classifiers")
+    parser.add_argument("--max-steps", type=int, default=100, help="class optimisation steps")
     parser.add_argument("--classifier-epochs", type=int, default=8)
     parser.add_argument("--resamples", type=int, default=10_000)
     args = parser.parse_args(argv)
@@ -245,12 +256,16 @@ def main(argv: list[str] | None = None) -> None:
         stage_sites(
             args.work, args.pggan_kimg_per_phase, args.labeller_epochs, args.sites.split(",")
         )
+    for stage, parts in (("pggans", ("pggan",)), ("labellers", ("labeller",))):
+        if stage in stages:
+            sites = args.sites.split(",")
+            stage_sites(args.work, args.pggan_kimg_per_phase, args.labeller_epochs, sites, parts)
     if {"all", "archives"} & set(stages):
-        stage_archives(args.work, args.images_per_site)
+        stage_archives(args.work, args.images_per_site, args.max_steps)
     if {"all", "pool"} & set(stages):
         stage_pool(args.work)
     if {"all", "classifiers", "evaluate"} & set(stages):
-        bundles = stage_classifiers(args.work, args.classifier_epochs)
+        bundles = stage_classifiers(args.work, args.classifier_epochs, args.small_network)
     if {"all", "evaluate"} & set(stages):
         stage_evaluate(args.work, bundles, args.classifier_epochs, args.resamples)
     (args.work / "done_stages.json").write_text(json.dumps({"last": args.stage}))

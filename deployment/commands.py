@@ -86,10 +86,15 @@ def run_command(
             env=env,
             preexec_fn=die_with_parent,  # a stopped demo stops its step
         )
-        pump = threading.Thread(target=_pump, args=(process.stdout, sink, component, tail))
+        pump = threading.Thread(
+            target=_pump, args=(process.stdout, sink, component, tail), daemon=True
+        )
         pump.start()
-        code = _wait(process, what, started, timeout_s, heartbeat_s, tail)
-        pump.join()
+        try:
+            code = _wait(process, what, started, timeout_s, heartbeat_s, tail)
+        finally:
+            _stop(process)  # interrupted (Ctrl+C, SIGTERM): stop the step, let it checkpoint
+            pump.join(timeout=10.0)
     elapsed_s = time.monotonic() - started
     if code != 0:
         lines = [_message_of(line) for line in list(tail)[-12:]]
@@ -100,6 +105,18 @@ def run_command(
         )
     log.info("%s: done in %.1f s", what, elapsed_s)
     return list(tail)
+
+
+def _stop(process: subprocess.Popen[bytes], grace_s: float = 60.0) -> None:
+    """SIGTERM a still-running step, wait ``grace_s`` for it to save its state, then SIGKILL."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _wait(

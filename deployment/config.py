@@ -149,6 +149,12 @@ class ProfileSettings(_Strict):
     labeller_epochs: int = Field(4, ge=1, description="labeller training epochs per site")
     audit_num_generated: int = Field(200, ge=10, description="generated images per local audit")
     archive_images_per_site: int = Field(400, ge=10, description="synthetic archive size")
+    synthesis: Literal["optimise", "unlabelled"] = Field(
+        "optimise",
+        description="optimise: latent class optimisation (Segal et al.); unlabelled: sample "
+        "G, label afterwards (fast; for tiny CPU runs)",
+    )
+    synthesis_max_steps: int = Field(60, ge=1, description="class optimisation steps per start")
     classifier_epochs: int = Field(4, ge=1, description="pooled classifier training epochs")
     federated_timeout_s: float = Field(300.0, gt=0, description="limit of one federated run")
     accelerator: Literal["cpu", "gpu", "auto"] = Field("cpu", description="torch device family")
@@ -165,6 +171,7 @@ PROFILE_SETTINGS: dict[str, ProfileSettings] = {
         labeller_epochs=1,
         audit_num_generated=40,
         archive_images_per_site=60,
+        synthesis="unlabelled",
         classifier_epochs=1,
         federated_timeout_s=180.0,
     ),
@@ -179,6 +186,7 @@ PROFILE_SETTINGS: dict[str, ProfileSettings] = {
         labeller_epochs=10,
         audit_num_generated=2000,
         archive_images_per_site=4000,
+        synthesis_max_steps=200,
         classifier_epochs=10,
         federated_timeout_s=1800.0,
         accelerator="gpu",

@@ -131,6 +131,11 @@ def synthesize(ctx: DemoContext, site: Any) -> dict[str, Any]:
     argv += ["--labeller", str(ctx.layout.pulled(site.site_id, "labeller")), "--out", str(out)]
     argv += ["--size", str(ctx.settings.archive_images_per_site)]
     argv += ["--seed", str(ctx.config.seed), "--device", _device(ctx)]
+    if ctx.settings.synthesis == "unlabelled":
+        argv.append("--unlabelled")
+    else:
+        steps = ctx.settings.synthesis_max_steps
+        argv += ["--max-steps", str(steps), "--plateau-steps", str(max(5, steps // 5))]
     run_hub(ctx, f"synthesize archive of site {site.site_id}", argv)
     return {"archive": str(out)}
 

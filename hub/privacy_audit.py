@@ -65,7 +65,9 @@ def recompute_epsilon(dp: DPParameters) -> float:
         ArtifactError: no segments, or an accountant the hub does not know.
     """
     if dp.accountant not in ACCOUNTANTS:
-        raise ArtifactError(f"privacy.dp.accountant {dp.accountant!r} unknown; valid: {ACCOUNTANTS}")
+        raise ArtifactError(
+            f"privacy.dp.accountant {dp.accountant!r} unknown; valid: {ACCOUNTANTS}"
+        )
     history = [(s.noise_multiplier, s.sample_rate, s.steps) for s in dp.segments if s.steps > 0]
     if not history:
         raise ArtifactError("privacy.dp.segments: no DP steps recorded; ε cannot be recomputed")
@@ -94,7 +96,9 @@ def audit_dp(manifest: GeneratorManifest, *, tolerance: float = 0.01) -> DPAudit
     """
     dp = manifest.privacy.dp
     if dp is None:
-        raise ArtifactError("manifest has no privacy.dp section: the generator was not trained with DP")
+        raise ArtifactError(
+            "manifest has no privacy.dp section: the generator was not trained with DP"
+        )
     recomputed = recompute_epsilon(dp)
     num_steps = sum(s.steps for s in dp.segments)
     num_images = manifest.data.num_images
@@ -117,7 +121,12 @@ def audit_dp(manifest: GeneratorManifest, *, tolerance: float = 0.01) -> DPAudit
         recomputed_epsilon=recomputed, target_epsilon=dp.target_epsilon, num_steps=num_steps,
         checks=checks, problems=[problems[name] for name, ok in checks.items() if ok is False],
     )  # fmt: skip
-    log.info("dp audit: claimed ε %.4f, recomputed %.4f, passed %s", dp.epsilon, recomputed, result.passed)
+    log.info(
+        "dp audit: claimed ε %.4f, recomputed %.4f, passed %s",
+        dp.epsilon,
+        recomputed,
+        result.passed,
+    )
     return result
 
 

@@ -31,7 +31,9 @@ SEGMENTS = [
 def test_rdp_epsilon_is_opacus_rdp_analysis() -> None:
     orders = RDPAccountant.DEFAULT_ALPHAS
     rdp = sum(
-        rdp_analysis.compute_rdp(q=s.sample_rate, noise_multiplier=s.noise_multiplier, steps=s.steps, orders=orders)
+        rdp_analysis.compute_rdp(
+            q=s.sample_rate, noise_multiplier=s.noise_multiplier, steps=s.steps, orders=orders
+        )
         for s in SEGMENTS
     )
     expected, _ = rdp_analysis.get_privacy_spent(orders=orders, rdp=rdp, delta=1e-5)
@@ -47,7 +49,9 @@ def test_prv_epsilon_is_an_accountant_stepped_one_step_at_a_time() -> None:
             stepped.step(noise_multiplier=segment.noise_multiplier, sample_rate=segment.sample_rate)
     expected = stepped.get_epsilon(delta=1e-5)
     assert epsilon_spent(segments, 1e-5, "prv") == pytest.approx(expected, rel=1e-9)
-    assert epsilon_spent(segments, 1e-5, "prv") < epsilon_spent(segments, 1e-5, "rdp")  # PRV is tighter
+    assert epsilon_spent(segments, 1e-5, "prv") < epsilon_spent(
+        segments, 1e-5, "rdp"
+    )  # PRV is tighter
 
 
 def test_no_steps_spend_nothing() -> None:
@@ -58,8 +62,12 @@ def test_search_matches_opacus_get_noise_multiplier_for_one_rate() -> None:
     expected = get_noise_multiplier(
         target_epsilon=4.0, target_delta=1e-5, sample_rate=0.01, steps=3000, accountant="rdp"
     )
-    assert _search_noise_multiplier(4.0, 1e-5, [(0.01, 1000), (0.01, 2000)], "rdp", 0.01) == pytest.approx(expected, rel=1e-12)
-    assert noise_multiplier_for_budget(4.0, 1e-5, [(0.01, 3000)], "rdp") == pytest.approx(expected, rel=1e-12)
+    assert _search_noise_multiplier(
+        4.0, 1e-5, [(0.01, 1000), (0.01, 2000)], "rdp", 0.01
+    ) == pytest.approx(expected, rel=1e-12)
+    assert noise_multiplier_for_budget(4.0, 1e-5, [(0.01, 3000)], "rdp") == pytest.approx(
+        expected, rel=1e-12
+    )
 
 
 @pytest.mark.parametrize("accountant", ["rdp", "prv"])
@@ -68,7 +76,11 @@ def test_calibrated_noise_spends_the_budget_over_several_rates(accountant: str) 
     sigma = noise_multiplier_for_budget(3.0, 1e-5, rates, accountant)
 
     def eps(s: float) -> float:
-        return epsilon_spent([DPSegment(noise_multiplier=s, sample_rate=q, steps=n) for q, n in rates], 1e-5, accountant)
+        return epsilon_spent(
+            [DPSegment(noise_multiplier=s, sample_rate=q, steps=n) for q, n in rates],
+            1e-5,
+            accountant,
+        )
 
     assert 3.0 - 0.01 <= eps(sigma) <= 3.0  # uses the budget, never exceeds it
     assert eps(0.98 * sigma) > eps(sigma)

@@ -141,11 +141,15 @@ def test_dp_step_noise_has_std_sigma_c_over_expected_batch() -> None:
         assert terms["loss"].shape == (0,)
         write_grad_samples(D, grads)
         optimizer.step()
-    steps = torch.cat([(before[n] - p.detach()).flatten() for n, p in D.named_parameters() if n in names])
+    steps = torch.cat(
+        [(before[n] - p.detach()).flatten() for n, p in D.named_parameters() if n in names]
+    )
     expected_std = sigma * clip / expected_batch
     assert steps.numel() > 20_000
     torch.testing.assert_close(steps.std().item(), expected_std, rtol=0.03, atol=0)
-    torch.testing.assert_close(steps.mean().item(), 0.0, rtol=0, atol=3 * expected_std / steps.numel() ** 0.5)
+    torch.testing.assert_close(
+        steps.mean().item(), 0.0, rtol=0, atol=3 * expected_std / steps.numel() ** 0.5
+    )
 
 
 def test_minibatch_stddev_is_refused() -> None:

@@ -49,10 +49,14 @@ def _rdp_reference(manifest: GeneratorManifest) -> float:
     assert manifest.privacy.dp is not None
     orders = RDPAccountant.DEFAULT_ALPHAS
     rdp = sum(
-        rdp_analysis.compute_rdp(q=s.sample_rate, noise_multiplier=s.noise_multiplier, steps=s.steps, orders=orders)
+        rdp_analysis.compute_rdp(
+            q=s.sample_rate, noise_multiplier=s.noise_multiplier, steps=s.steps, orders=orders
+        )
         for s in manifest.privacy.dp.segments
     )
-    return float(rdp_analysis.get_privacy_spent(orders=orders, rdp=rdp, delta=manifest.privacy.dp.delta)[0])
+    return float(
+        rdp_analysis.get_privacy_spent(orders=orders, rdp=rdp, delta=manifest.privacy.dp.delta)[0]
+    )
 
 
 def test_published_dp_claim_is_recomputed_and_passes(tmp_path: Path) -> None:
@@ -65,8 +69,18 @@ def test_published_dp_claim_is_recomputed_and_passes(tmp_path: Path) -> None:
     assert result.recomputed_epsilon == pytest.approx(_rdp_reference(manifest), rel=1e-12)
     assert result.recomputed_epsilon == pytest.approx(result.claimed_epsilon, rel=1e-12)
     assert 3.0 - 0.02 <= result.claimed_epsilon <= 3.0
-    assert result.checks == {"epsilon": True, "target": True, "delta": True, "sampling": True, "steps": True}
-    assert [s.label for s in manifest.privacy.dp.segments] == ["stabilise 4px", "fade 8px", "stabilise 8px"]
+    assert result.checks == {
+        "epsilon": True,
+        "target": True,
+        "delta": True,
+        "sampling": True,
+        "steps": True,
+    }
+    assert [s.label for s in manifest.privacy.dp.segments] == [
+        "stabilise 4px",
+        "fade 8px",
+        "stabilise 8px",
+    ]
 
 
 def _tampered(manifest: GeneratorManifest, **dp_changes: object) -> GeneratorManifest:
@@ -83,7 +97,9 @@ def test_understated_and_inconsistent_claims_fail(tmp_path: Path) -> None:
 
     understated = audit_dp(_tampered(manifest, epsilon=dp.epsilon - 0.5))
     assert understated.checks["epsilon"] is False and not understated.passed
-    assert audit_dp(_tampered(manifest, epsilon=dp.epsilon - 0.005)).checks["epsilon"] is True  # within tolerance
+    assert (
+        audit_dp(_tampered(manifest, epsilon=dp.epsilon - 0.005)).checks["epsilon"] is True
+    )  # within tolerance
     assert audit_dp(_tampered(manifest, target_epsilon=2.0)).checks["target"] is False
     assert audit_dp(_tampered(manifest, delta=1.0 / NUM_IMAGES)).checks["delta"] is False
     faster = tuple(s.model_copy(update={"sample_rate": s.sample_rate / 2}) for s in dp.segments)
@@ -91,7 +107,9 @@ def test_understated_and_inconsistent_claims_fail(tmp_path: Path) -> None:
     assert sampled.checks["sampling"] is False and sampled.recomputed_epsilon < dp.epsilon
     fewer = (dp.segments[0].model_copy(update={"steps": 1}), *dp.segments[1:])
     assert audit_dp(_tampered(manifest, segments=fewer)).checks["steps"] is False
-    no_dp = manifest.model_copy(update={"privacy": manifest.privacy.model_copy(update={"dp": None})})
+    no_dp = manifest.model_copy(
+        update={"privacy": manifest.privacy.model_copy(update={"dp": None})}
+    )
     with pytest.raises(ArtifactError, match="not trained with DP"):
         audit_dp(no_dp)
 
@@ -101,6 +119,8 @@ def test_cli_audit_dp(tmp_path: Path) -> None:
 
     bundle_dir, key = _dp_bundle(tmp_path)
     write_public_key(tmp_path / "site-a.pub", key.public_key())  # type: ignore[attr-defined]
-    result = CliRunner().invoke(app, ["audit-dp", str(bundle_dir), "--public-key", str(tmp_path / "site-a.pub")])
+    result = CliRunner().invoke(
+        app, ["audit-dp", str(bundle_dir), "--public-key", str(tmp_path / "site-a.pub")]
+    )
     assert result.exit_code == 0, result.output
     assert "epsilon claimed" in result.output and "FAILED" not in result.output

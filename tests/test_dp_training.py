@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from helpers_cache import build_site_cache
 from opacus.accountants import create_accountant
 from pydantic import ValidationError
 
@@ -21,7 +22,6 @@ from site_node.pggan.train import train
 from site_node.privacy.accountant import truncate_segments
 from site_node.privacy.config import DPOptions
 from site_node.privacy.dp_module import DPPGGANModule
-from helpers_cache import build_site_cache
 
 DELTA = 1e-5
 
@@ -78,7 +78,9 @@ def _train(cache_dir: Path, run_dir: Path, dp: DPOptions) -> tuple[DPPGGANModule
 
 
 def test_target_epsilon_is_spent_and_never_exceeded(cache_dir: Path, tmp_path: Path) -> None:
-    module, training = _train(cache_dir, tmp_path / "run", DPOptions(target_epsilon=3.0, accountant="rdp"))
+    module, training = _train(
+        cache_dir, tmp_path / "run", DPOptions(target_epsilon=3.0, accountant="rdp")
+    )
     dp = DPParameters.model_validate(training["dp"]).model_dump(mode="json")
 
     assert dp["epsilon"] == pytest.approx(_opacus_epsilon(dp), rel=1e-12)
@@ -128,7 +130,9 @@ def test_dp_options_refuse_sample_mixing_and_several_devices(tmp_path: Path) -> 
     with pytest.raises(ValidationError, match="use_minibatch_stddev=False"):
         TrainOptions(cache_dir=tmp_path, run_dir=tmp_path, dp=dp)
     with pytest.raises(ValidationError, match="devices=2"):
-        TrainOptions(cache_dir=tmp_path, run_dir=tmp_path, dp=dp, use_minibatch_stddev=False, devices=2)
+        TrainOptions(
+            cache_dir=tmp_path, run_dir=tmp_path, dp=dp, use_minibatch_stddev=False, devices=2
+        )
     with pytest.raises(ValidationError, match="target_epsilon or noise_multiplier"):
         DPOptions()
 

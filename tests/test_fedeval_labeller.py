@@ -64,6 +64,23 @@ class LocalGrid:
         return replies
 
 
+def _local_message(content, dst_node_id, message_type):
+    """A message outside a Flower run (flwr's Message needs a run's identity)."""
+    return SimpleNamespace(
+        content=content,
+        metadata=SimpleNamespace(dst_node_id=dst_node_id, message_type=message_type),
+    )
+
+
+@pytest.fixture(autouse=True)
+def local_messages(monkeypatch):
+    import hub.flower.evaluate_server as evaluate_server
+    import hub.flower.fedavg_labeller as fedavg
+
+    for module in (evaluate_server, fedavg):
+        monkeypatch.setattr(module, "Message", _local_message)
+
+
 @pytest.fixture(scope="module")
 def grid(site_a, site_b, tmp_path_factory):
     base = tmp_path_factory.mktemp("fed")

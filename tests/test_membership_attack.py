@@ -1,4 +1,4 @@
-"""Membership-inference attacks: distances and TPR against brute force, a memoriser and a non-memoriser."""
+"""Membership inference: distances and TPR against brute force; a memoriser, a non-memoriser."""
 
 from __future__ import annotations
 
@@ -122,11 +122,16 @@ def test_summary_travels_in_an_audit_reply(cache: SiteCache) -> None:
         return reals[np.random.default_rng(seed).choice(cache.indices("val"), n)]
 
     audit_settings = AuditSettings(num_samples=30, num_permutations=99, reference_samples=20)
-    membership = run_membership_audit(sample, cache, MembershipSettings(num_samples=200, num_resamples=20))
+    membership = run_membership_audit(
+        sample, cache, MembershipSettings(num_samples=200, num_resamples=20)
+    )
     summary = run_memorisation_audit(sample, cache, audit_settings).summary
     summary = summary.model_copy(update={"membership": membership})
     site, back = summary_from_records(summary_to_records(summary, "a"))
     assert site == "a" and back == summary
-    assert back.membership is not None and back.membership.primary == membership.attacks["gan-leaks-calibrated"]
+    assert (
+        back.membership is not None
+        and back.membership.primary == membership.attacks["gan-leaks-calibrated"]
+    )
     metrics = to_local_audit_summary(back).metrics
     assert metrics["membership_auc"] == membership.attacks["gan-leaks-calibrated"].roc_auc

@@ -31,8 +31,8 @@ def audit_dp(
     else:
         typer.echo(
             f"accountant {result.accountant}  delta {result.delta:g}  steps {result.num_steps}\n"
-            f"epsilon claimed {result.claimed_epsilon:.4f}  recomputed {result.recomputed_epsilon:.4f}"
-            f"  target {result.target_epsilon}"
+            f"epsilon claimed {result.claimed_epsilon:.4f}  "
+            f"recomputed {result.recomputed_epsilon:.4f}  target {result.target_epsilon}"
         )
         for name, ok in result.checks.items():
             typer.echo(f"  {name:<9} {'-' if ok is None else 'ok' if ok else 'FAILED'}")

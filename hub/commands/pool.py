@@ -60,12 +60,12 @@ def pool(
     radshare-hub pool --archive a=archives/site-a --archive b=archives/site-b
     --labels "b=Pneumonia|No Finding" --strategy balance --enrich Cardiomegaly=500
     """
-    from hub.pooling.pool import PoolOptions, plan_pool
+    from hub.pooling.pool import PoolOptions, PoolStrategy, plan_pool
     from hub.pooling.writer import write_pooled_archive
 
     label_map = parse_pairs(labels, "--labels")
     options = PoolOptions(
-        strategy=strategy,
+        strategy=PoolStrategy(strategy),
         num_images=num_images,
         target_prevalence={
             k: float(v) for k, v in parse_pairs(target_prevalence, "--target-prevalence").items()

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -172,14 +173,16 @@ def evaluation_contents(run_config: Mapping[str, object]) -> dict[str, RecordDic
     """
     from hub.pooling.bundle import load_classifier_bundle
 
-    key = run_config.get("hub-public-key")
-    common = {
-        "num_resamples": int(run_config.get("num-resamples", 10_000)),  # type: ignore[call-overload]
-        "min_count": int(run_config.get("min-count", 5)),  # type: ignore[call-overload]
-        "seed": int(run_config.get("seed", 0)),  # type: ignore[call-overload]
-        "sites": [s for s in str(run_config.get("sites", "")).split(",") if s.strip()] or None,
+    config: Any = run_config  # TOML values: str, int, float, bool
+    key = config.get("hub-public-key")
+    seed = int(config.get("seed", 0))
+    common: dict[str, Any] = {
+        "num_resamples": int(config.get("num-resamples", 10_000)),
+        "min_count": int(config.get("min-count", 5)),
+        "seed": seed,
+        "sites": [s for s in str(config.get("sites", "")).split(",") if s.strip()] or None,
     }
-    recipe = TrainRecipe(max_epochs=int(run_config.get("epochs", 10)), seed=common["seed"])  # type: ignore[call-overload]
+    recipe = TrainRecipe(max_epochs=int(config.get("epochs", 10)), seed=seed)
     contents: dict[str, RecordDict] = {}
     cfg = None
     for tag, bundle in _parse_classifiers(str(run_config.get("classifiers", ""))).items():
@@ -197,7 +200,7 @@ def evaluation_contents(run_config: Mapping[str, object]) -> dict[str, RecordDic
         contents["real"] = request_content(request)
     label = str(run_config.get("rare-label", ""))
     if cfg is not None and label:
-        fraction = float(run_config.get("rare-keep-fraction", 0.05))  # type: ignore[arg-type]
+        fraction = float(config.get("rare-keep-fraction", 0.05))
         for strategy in ("none", "oversample", "synthetic"):
             rare = RareClassSetting(
                 label=label, keep_fraction=fraction, strategy=strategy, seed=common["seed"]
@@ -213,7 +216,7 @@ def evaluation_contents(run_config: Mapping[str, object]) -> dict[str, RecordDic
             enrich = None
             if strategy == "synthetic":
                 archive = Path(str(run_config["rare-enrich-archive"]))
-                count = int(run_config.get("rare-enrich-images", 100))  # type: ignore[call-overload]
+                count = int(config.get("rare-enrich-images", 100))
                 enrich = _enrich_arrays(archive, cfg, label, count, common["seed"])
             contents[request.tag] = request_content(request, enrich=enrich)
     if not contents:
@@ -228,7 +231,7 @@ def evaluate_main(grid: Grid, run_config: Mapping[str, object]) -> Path:
 
     out = Path(str(run_config.get("out-dir", "evaluation")))
     out.mkdir(parents=True, exist_ok=True)
-    timeout_s = float(run_config.get("timeout-s", 3600.0))  # type: ignore[arg-type]
+    timeout_s = float(str(run_config.get("timeout-s", 3600.0)))
     results = run_requests(grid, evaluation_contents(run_config), timeout_s=timeout_s)
     evaluations = [e for r in results.values() for e in r.evaluations.values()]
     failures = {

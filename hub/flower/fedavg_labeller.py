@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,10 +56,10 @@ REQUEST_RECORD, WEIGHTS_RECORD, METRICS_RECORD = "train.request", "train.weights
 class FedAvgSettings:
     """Rounds, local training, optional DP (update clipping norm and noise multiplier)."""
 
-    labeller_config: LabellerConfig = field(default_factory=LabellerConfig)
+    labeller_config: LabellerConfig = field(default_factory=lambda: LabellerConfig())
     rounds: int = 5
     local_epochs: int = 1
-    recipe: TrainRecipe = field(default_factory=TrainRecipe)
+    recipe: TrainRecipe = field(default_factory=lambda: TrainRecipe())
     max_update_norm: float | None = None
     noise_multiplier: float = 0.0
     delta: float = 1e-5
@@ -86,7 +87,7 @@ def dp_epsilon(noise_multiplier: float, rounds: int, delta: float) -> float:
 
 
 def average_states(
-    states: list[dict[str, torch.Tensor]], weights: list[float]
+    states: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]
 ) -> dict[str, torch.Tensor]:
     """Weighted mean of state dicts (integer tensors, e.g. BatchNorm's counters: the maximum)."""
     total = float(sum(weights))
@@ -94,9 +95,10 @@ def average_states(
     for key in states[0]:
         tensors = [s[key] for s in states]
         if tensors[0].is_floating_point():
-            out[key] = sum(
-                t.double() * (w / total) for t, w in zip(tensors, weights, strict=True)
-            ).to(tensors[0].dtype)
+            mean = torch.zeros_like(tensors[0], dtype=torch.float64)
+            for t, w in zip(tensors, weights, strict=True):
+                mean += t.double() * (w / total)
+            out[key] = mean.to(tensors[0].dtype)
         else:
             out[key] = torch.stack(tensors).max(dim=0).values
     return out
@@ -148,13 +150,18 @@ def _round(
     return stats
 
 
+def _weighted_mean(pairs: Sequence[tuple[float, int]]) -> float | None:
+    weight = sum(n for _, n in pairs)
+    return sum(v * n for v, n in pairs) / weight if weight else None
+
+
 def _combine(name: str, evaluations: list[SiteEvaluation]) -> ClassMetrics:
+    """One class of the federated labeller: thresholds and AUCs averaged, weighted by positives."""
     results = [r for e in evaluations if (r := e.result(name)) is not None and r.auc is not None]
     thresholds = [(r.threshold_logit, r.n_pos) for r in results if r.threshold_logit is not None]
-    weight = sum(n for _, n in thresholds)
-    threshold = sum(t * n for t, n in thresholds) / weight if weight else None
-    auc_weight = sum(r.n_pos for r in results)
-    auc = sum(r.auc * r.n_pos for r in results) / auc_weight if auc_weight else None  # type: ignore[operator]
+    aucs = [(r.auc, r.n_pos) for r in results if r.auc is not None]
+    threshold = _weighted_mean(thresholds)
+    auc = _weighted_mean(aucs)
     positives = sum(r.n_pos for e in evaluations if (r := e.result(name)) is not None)
     return ClassMetrics(name=name, threshold_logit=threshold, val_auc=auc, val_positives=positives)
 

@@ -80,6 +80,8 @@ class PooledClassifierModule(pl.LightningModule):
     ):
         super().__init__()
         self.classifier = Labeller(cfg)
+        self.w_pos: torch.Tensor
+        self.w_neg: torch.Tensor
         self.register_buffer("w_pos", w_pos.float().clone())
         self.register_buffer("w_neg", w_neg.float().clone())
         self.lr = lr

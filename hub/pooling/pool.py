@@ -75,11 +75,11 @@ class PoolOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     strategy: PoolStrategy = PoolStrategy.ALL
-    num_images: int | None = Field(None, ge=1, description="match-prevalence: images to draw")
+    num_images: int | None = Field(default=None, ge=1, description="match-prevalence: images to draw")
     target_prevalence: dict[str, float] | None = Field(
         None, description="match-prevalence: label -> prevalence; default: the archives' overall"
     )
-    images_per_label: int | None = Field(None, ge=1, description="balance: positives per label")
+    images_per_label: int | None = Field(default=None, ge=1, description="balance: positives per label")
     enrich: dict[str, int] = Field(default_factory=dict, description="label -> extra images")
     seed: int = 0
 
@@ -253,7 +253,8 @@ def _enrich(
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, list[str]]:
     taken = set(selected.tolist())
-    extra, reasons = [], []
+    extra: list[int] = []
+    reasons: list[str] = []
     for name, count in options.enrich.items():
         if name not in label_space:
             raise ConfigError(f"enrich: {name!r} is not in the pooled label space {label_space}")

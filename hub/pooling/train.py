@@ -53,21 +53,21 @@ class ClassifierTrainOptions(BaseModel):
     archive_dir: Path
     out_dir: Path
     hub_key: Path = Field(description="the hub's Ed25519 signing key (created if missing)")
-    site_id: str | None = Field(None, description="single-site archive without a manifest")
-    label_space: list[str] | None = Field(None, description="None: the archive's label space")
+    site_id: str | None = Field(default=None, description="single-site archive without a manifest")
+    label_space: list[str] | None = Field(default=None, description="None: the archive's label space")
     resolution_px: int = 32
     init_features: int = 64
     growth_rate: int = 32
     block_config: tuple[int, int, int, int] = (6, 12, 24, 16)
-    max_epochs: int = Field(20, ge=1)
-    batch_size: int = Field(32, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    lr_patience_epochs: int = Field(2, ge=0)
-    early_stop_patience_epochs: int = Field(5, ge=1)
-    val_fraction: float = Field(0.1, gt=0, lt=1)
+    max_epochs: int = Field(default=20, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    lr_patience_epochs: int = Field(default=2, ge=0)
+    early_stop_patience_epochs: int = Field(default=5, ge=1)
+    val_fraction: float = Field(default=0.1, gt=0, lt=1)
     augment: bool = True
     seed: int = 0
-    num_workers: int = Field(0, ge=0)
+    num_workers: int = Field(default=0, ge=0)
     accelerator: str = "auto"
     progress_bar: bool = False
 

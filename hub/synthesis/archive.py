@@ -110,6 +110,7 @@ class ArchivePlan(BaseModel):
     labels: str
     unlabelled: bool
     seed: int
+    callable_classes: list[str]
     target_weights: dict[str, float]
     settings: dict[str, Any]
     patients: list[PlannedPatient]
@@ -195,6 +196,7 @@ class ArchiveManifest(BaseModel):
     labels: str
     unlabelled: bool
     seed: int
+    callable_classes: list[str] = Field(description="classes the labeller's calls may name")
     target_weights: dict[str, float]
     settings: dict[str, Any]
     requested_images: int

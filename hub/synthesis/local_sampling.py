@@ -8,7 +8,8 @@ and replaced, up to ``max_draws_per_image`` draws per image.
 
 Labels of a kept image (:func:`finding_labels`): every finding whose logit reaches its
 Youden threshold, joined with "|" in label-space order, or "No Finding" when none does
-(NIH's ``Finding Labels`` convention). Classes without a threshold are never assigned.
+(NIH's ``Finding Labels`` convention). Classes without a usable threshold (None) are
+never assigned.
 So an image optimised for "No Finding" is labelled with whatever findings the labeller
 still calls on it: labels are the labeller's calls, the target only steered the search
 (the archive manifest counts, per class, the images whose labels carry their target).

@@ -58,8 +58,16 @@ from hub.synthesis.sources import (
 )
 from hub.synthesis.targets import allocate_targets, plan_series_sizes, target_weights
 from shared.errors import ConfigError
+from shared.networks.labeller import LabellerCard
 
-__all__ = ["SynthesisJob", "SynthesisOptions", "prepare_synthesis", "run_synthesis", "synthesize"]
+__all__ = [
+    "SynthesisJob",
+    "SynthesisOptions",
+    "prepare_synthesis",
+    "run_synthesis",
+    "synthesize",
+    "usable_thresholds",
+]
 
 log = logging.getLogger("radshare.hub.synthesis")
 
@@ -82,6 +90,7 @@ class SynthesisOptions:
     optimisation: ClassOptimisationSettings = field(default_factory=ClassOptimisationSettings)
     sampling: LocalSamplingSettings = field(default_factory=LocalSamplingSettings)
     max_attempts_per_patient: int = 20
+    min_labeller_val_auc: float = 0.5
     pull_dir: Path = Path("pulled")
 
 
@@ -102,8 +111,21 @@ class SynthesisJob:
 
     @property
     def youden(self) -> list[float | None]:
-        """Youden thresholds in logit units, in output order."""
-        return [c.threshold_logit for c in self.labeller.card.classes]
+        """Youden thresholds in logit units, in output order; None for unusable classes."""
+        return usable_thresholds(self.labeller.card, self.options.min_labeller_val_auc)
+
+
+def usable_thresholds(card: LabellerCard, min_val_auc: float) -> list[float | None]:
+    """Each class's Youden threshold, or None where the labeller cannot call the class.
+
+    A class needs a threshold and a validation AUC above ``min_val_auc``: at or below
+    chance, Youden's cut-off is arbitrary (it can sit below every sample, so the class
+    would be "found" everywhere and optimising for it would change nothing).
+    """
+    return [
+        c.threshold_logit if c.val_auc is not None and c.val_auc > min_val_auc else None
+        for c in card.classes
+    ]
 
 
 def _settings_for_plan(options: SynthesisOptions) -> dict:
@@ -114,6 +136,7 @@ def _settings_for_plan(options: SynthesisOptions) -> dict:
         "optimisation": opt,
         "sampling": sampling,
         "max_attempts_per_patient": options.max_attempts_per_patient,
+        "min_labeller_val_auc": options.min_labeller_val_auc,
     }
 
 
@@ -121,7 +144,10 @@ def _plan(
     options: SynthesisOptions, generator: GeneratorSource, labeller: LabellerSource
 ) -> ArchivePlan:
     sizes = plan_series_sizes(options.num_images, options.seed)
-    judgeable = [c.name for c in labeller.card.classes if c.threshold_logit is not None]
+    thresholds = usable_thresholds(labeller.card, options.min_labeller_val_auc)
+    judgeable = [
+        c.name for c, t in zip(labeller.card.classes, thresholds, strict=True) if t is not None
+    ]
     labeller_counts = {c.name: c.train_positives for c in labeller.card.classes}
     if options.unlabelled:
         weights: dict[str, float] = {}
@@ -143,6 +169,7 @@ def _plan(
         labels="unlabelled" if options.unlabelled else options.labels,
         unlabelled=options.unlabelled,
         seed=options.seed,
+        callable_classes=judgeable,
         target_weights=weights,
         settings=_settings_for_plan(options),
         patients=patients,

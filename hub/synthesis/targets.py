@@ -8,7 +8,8 @@
 * ``balanced``: the same share for every class;
 * a file: a CSV with columns ``label,weight`` (or a JSON object ``{label: weight}``).
 
-Only classes the labeller can judge (a Youden threshold exists) can be targets.
+Only classes the labeller can call (a Youden threshold exists and its validation AUC
+is above chance) can be targets.
 Patients are allocated to classes by largest remainder, then shuffled with the seed;
 every series has 3 to 6 images and the sizes add up to the requested total.
 """
@@ -52,8 +53,9 @@ def _check_label(label: str, where: str, judgeable: Sequence[str]) -> None:
         )
     if label not in judgeable:
         raise LabelError(
-            f"{where}: label {label!r} cannot be a target: the labeller has no threshold for it "
-            f"(no validation positives); targets: {', '.join(judgeable)}"
+            f"{where}: label {label!r} cannot be a target: the labeller has no usable threshold "
+            f"for it (no validation positives, or a validation AUC at or below chance); "
+            f"targets: {', '.join(judgeable)}"
         )
 
 

@@ -184,7 +184,9 @@ class AuditSummary(_Strict):
     ssim_test: NearestSplitTest
     feature_test: NearestSplitTest | None = None
     membership: MembershipSummary | None = Field(
-        default=None, description="membership-inference attacks (site_node.privacy.membership)"
+        default=None,
+        description="membership-inference attacks (site_node.privacy.membership)",
+        exclude_if=lambda value: value is None,  # absent, not null, when not run
     )
     seconds: float = Field(ge=0)
     verdict: AuditVerdict

@@ -178,7 +178,7 @@ class DPSegment(_Strict):
     noise_multiplier: float = Field(gt=0)
     sample_rate: float = Field(gt=0, le=1, description="each record's inclusion probability")
     steps: int = Field(ge=0)
-    label: str | None = Field(None, max_length=64, description="e.g. 'fade 16px'")
+    label: str | None = Field(default=None, max_length=64, description="e.g. 'fade 16px'")
 
 
 class DPParameters(_Strict):
@@ -189,7 +189,7 @@ class DPParameters(_Strict):
     noise_multiplier: float = Field(ge=0)
     max_grad_norm: float = Field(gt=0)
     accountant: str = Field("prv", min_length=1)
-    target_epsilon: float | None = Field(None, gt=0, description="the budget asked for")
+    target_epsilon: float | None = Field(default=None, gt=0, description="the budget asked for")
     segments: tuple[DPSegment, ...] = Field(
         default=(), description="steps per training phase, in order: what ε composes"
     )

@@ -64,8 +64,8 @@ class LabellerRoundRequest(BaseModel):
 
     labeller_config: LabellerConfig
     round: int = Field(ge=0)
-    local_epochs: int = Field(1, ge=1)
-    recipe: TrainRecipe = Field(default_factory=TrainRecipe)
+    local_epochs: int = Field(default=1, ge=1)
+    recipe: TrainRecipe = Field(default_factory=lambda: TrainRecipe())
     dp: DPSetting | None = None
 
 
@@ -76,8 +76,8 @@ def clip_and_noise(
 
     Returns the noised update and whether clipping was needed.
     """
-    norm = torch.sqrt(sum((t.double() ** 2).sum() for t in delta.values()))
-    scale = min(1.0, dp.max_update_norm / max(float(norm), 1e-12))
+    norm = float(sum(float((t.double() ** 2).sum()) for t in delta.values())) ** 0.5
+    scale = min(1.0, dp.max_update_norm / max(norm, 1e-12))
     std = dp.noise_multiplier * dp.max_update_norm
     noised = {
         k: t * scale + torch.randn(t.shape, generator=generator, dtype=t.dtype) * std

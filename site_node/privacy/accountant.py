@@ -121,7 +121,9 @@ def _search_noise_multiplier(
     """Opacus's ``get_noise_multiplier`` search (double, then bisect) over several rates."""
 
     def epsilon_at(sigma: float) -> float:
-        segments = [DPSegment(noise_multiplier=sigma, sample_rate=q, steps=n) for q, n in rates_and_steps]
+        segments = [
+            DPSegment(noise_multiplier=sigma, sample_rate=q, steps=n) for q, n in rates_and_steps
+        ]
         return epsilon_spent(segments, delta, accountant)
 
     sigma_low, sigma_high, eps_high = 0.0, 10.0, math.inf
@@ -182,5 +184,10 @@ def steps_within_budget(
         middle = (low + high) // 2
         within = epsilon_spent(truncate_segments(segments, middle), delta, accountant)
         low, high = (middle, high) if within <= target_epsilon else (low, middle)
-    log.info("budget ε=%.3g allows %d of %d planned steps", target_epsilon, low, sum(s.steps for s in segments))
+    log.info(
+        "budget ε=%.3g allows %d of %d planned steps",
+        target_epsilon,
+        low,
+        sum(s.steps for s in segments),
+    )
     return low

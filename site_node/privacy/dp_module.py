@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 
 from shared.artifacts.manifest import DPParameters, DPSegment
 from shared.errors import ConfigError, TrainingError
-from site_node.pggan.module import PGGANModule
+from site_node.pggan.module import PGGANModule, _TickSteps
 from site_node.pggan.options import TrainOptions
 from site_node.pggan.reals import RealImages
 from site_node.pggan.schedule import ProgressSchedule, ScheduleState
@@ -109,7 +109,9 @@ def privacy_parameters(dp: DPOptions, plan: PrivacyPlan, steps: int) -> DPParame
     )
 
 
-def secret_generator(secret_seed: int, step: int, stream: int, device: Any = "cpu") -> torch.Generator:
+def secret_generator(
+    secret_seed: int, step: int, stream: int, device: Any = "cpu"
+) -> torch.Generator:
     """A generator for one step's secret draws (``stream``: sampling or noise)."""
     state = np.random.SeedSequence([secret_seed, stream, step]).generate_state(2, np.uint32)
     return torch.Generator(device=device).manual_seed(int(state[0]) << 31 ^ int(state[1]))
@@ -156,12 +158,16 @@ class DPPGGANModule(PGGANModule):
         """The tick's step numbers, ending where the budget does (no skipped batches)."""
         steps = self.schedule.steps_in_tick(self.tick_start_nimg, self.tick_nimg)
         steps = min(steps, self.plan.max_steps - self.step)
-        return DataLoader(range(self.step, self.step + max(steps, 1)), batch_size=None)
+        return DataLoader(_TickSteps(self.step, max(steps, 1)), batch_size=None)
 
     def on_train_epoch_end(self) -> None:
         self.epsilon_so_far = self._live_epsilon()
         if self.budget_spent and not super().finished:
-            log.info("privacy budget spent after %d steps: stopping (epsilon %.3f)", self.step, self.epsilon_so_far)
+            log.info(
+                "privacy budget spent after %d steps: stopping (epsilon %.3f)",
+                self.step,
+                self.epsilon_so_far,
+            )
         super().on_train_epoch_end()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -202,11 +208,17 @@ class DPPGGANModule(PGGANModule):
         return privacy_parameters(self.dp, self.plan, self.step).model_dump(mode="json")
 
     def _live_epsilon(self) -> float:
-        return float(self.accountant.get_epsilon(delta=self.dp.delta)) if self.accountant.history else 0.0
+        return (
+            float(self.accountant.get_epsilon(delta=self.dp.delta))
+            if self.accountant.history
+            else 0.0
+        )
 
     def _account_step(self, optimizer: Any) -> None:
         """DPOptimizer's step hook: one Poisson-subsampled Gaussian step at this phase's q."""
-        self.accountant.step(noise_multiplier=optimizer.noise_multiplier, sample_rate=self.sample_rate)
+        self.accountant.step(
+            noise_multiplier=optimizer.noise_multiplier, sample_rate=self.sample_rate
+        )
 
     # ------------------------------------------------------------------- one step
 
@@ -218,7 +230,9 @@ class DPPGGANModule(PGGANModule):
         positions = torch.nonzero(torch.rand(self.num_records, generator=generator) < q).flatten()
         batch_size = int(positions.numel())
         draws["positions"] = positions.numpy()
-        draws["z_critic"] = torch.randn(batch_size, self.options.z_dim, generator=generator).to(self.device)
+        draws["z_critic"] = torch.randn(batch_size, self.options.z_dim, generator=generator).to(
+            self.device
+        )
         draws["eps"] = torch.rand(batch_size, 1, 1, 1, generator=generator).to(self.device)
         flips = torch.rand(batch_size, generator=generator) < 0.5
         draws["flips"] = flips if self.options.horizontal_flip else None
@@ -227,7 +241,7 @@ class DPPGGANModule(PGGANModule):
     def _critic_step(
         self, state: ScheduleState, reals: torch.Tensor, z: torch.Tensor, eps: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        _, opt_D = self.optimizers()
+        _, opt_D = self._optimizers()
         with torch.no_grad():
             fakes = self.G.synthesize(z, state.res_log2, state.alpha) if len(z) else reals.clone()
         opt_D.zero_grad(set_to_none=True)
@@ -239,7 +253,9 @@ class DPPGGANModule(PGGANModule):
             )  # fmt: skip
             write_grad_samples(self.D, grads)
             self.dp_optimizer.expected_batch_size = state.batch_size
-            self.dp_optimizer.generator = secret_generator(self.secret_seed, self.step, _NOISE_STREAM, self.device)
+            self.dp_optimizer.generator = secret_generator(
+                self.secret_seed, self.step, _NOISE_STREAM, self.device
+            )
             self.sample_rate = state.batch_size / self.num_records
             opt_D.step()
         self._record_dp_stats(grads, len(reals))

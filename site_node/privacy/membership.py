@@ -58,7 +58,7 @@ METHODS = ("gan-leaks-calibrated", "gan-leaks", "monte-carlo")
 
 
 def to_features(images_uint8: np.ndarray, distance_px: int) -> torch.Tensor:
-    """uint8 ``[N, R, R]`` → float64 ``[N, distance_px²]`` in [0, 1], box-averaged if ``R`` is larger."""
+    """uint8 ``[N, R, R]`` → float64 ``[N, distance_px²]`` in [0, 1], box-averaged from ``R``."""
     x = torch.as_tensor(np.ascontiguousarray(images_uint8), dtype=torch.float64)[:, None] / 255.0
     factor = max(1, x.shape[-1] // distance_px)
     return (F.avg_pool2d(x, factor) if factor > 1 else x).flatten(1)
@@ -113,7 +113,9 @@ def attack_distances(
     radius = float(to_samples.median())
     within = _count_within(queries, samples, radius) / samples.shape[0]
     return AttackDistances(
-        to_samples.numpy(), within.numpy(), torch.cdist(queries.double(), reference.double()).numpy()
+        to_samples.numpy(),
+        within.numpy(),
+        torch.cdist(queries.double(), reference.double()).numpy(),
     )
 
 
@@ -166,7 +168,9 @@ def query_sets(cache: ImageCache, settings: MembershipSettings) -> QuerySets:
     return QuerySets(
         members=np.sort(rng.choice(train, num_queries, replace=False)),
         nonmembers=np.sort(rng.choice(holdout, num_queries, replace=False)),
-        reference=np.sort(rng.choice(reference, min(settings.max_reference, reference.size), replace=False)),
+        reference=np.sort(
+            rng.choice(reference, min(settings.max_reference, reference.size), replace=False)
+        ),
         patients=patient_codes(cache),
     )
 
@@ -177,7 +181,9 @@ def _bootstrap(
     """Per method, the AUCs and TPRs of ``num_resamples`` patient-level resamples."""
     queries = np.concatenate([sets.members, sets.nonmembers])
     member_groups = patient_groups(sets.patients[sets.members])
-    nonmember_groups = [g + sets.members.size for g in patient_groups(sets.patients[sets.nonmembers])]
+    nonmember_groups = [
+        g + sets.members.size for g in patient_groups(sets.patients[sets.nonmembers])
+    ]
     reference_groups = patient_groups(sets.patients[sets.reference])
     assert queries.size == y_true.size
     rng = np.random.default_rng(settings.seed)
@@ -220,7 +226,9 @@ def run_membership_audit(
     def features(images: np.ndarray) -> torch.Tensor:
         return to_features(images, min(settings.distance_px, res_px))
 
-    distances = attack_distances(features(reals[queries]), features(samples), features(reals[sets.reference]))
+    distances = attack_distances(
+        features(reals[queries]), features(samples), features(reals[sets.reference])
+    )
     scores = distances.scores(np.arange(queries.size), np.arange(sets.reference.size))
     resampled = _bootstrap(distances, sets, y_true, settings)
     attacks = {
