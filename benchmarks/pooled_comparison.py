@@ -99,6 +99,56 @@ def stage_sites(
             log.info("site %s: labeller in %.0f s", site, time.time() - t0)
 
 
+def stage_small_labellers(work: Path, epochs: int, sites: list[str]) -> None:
+    """Per site: a labeller with the small DenseNet (CPU), trained as the real-only baseline is.
+
+    Youden thresholds and AUCs on the site's validation split; the export is what
+    class optimisation reads (``labeller.json`` + ``labeller.safetensors``).
+    """
+    from helpers_cache import build_site_cache
+
+    from shared.evaluation_records import TrainRecipe
+    from shared.networks.labeller import (
+        ClassMetrics,
+        LabellerCard,
+        LabellerConfig,
+        save_labeller_export,
+    )
+    from shared.stats import roc_auc, youden_threshold
+    from site_node.evaluation.baseline import train_real_classifier, training_set
+    from site_node.evaluation.evaluate import predict_split, split_labels
+
+    for site in sites:
+        export = work / f"site-{site}" / "labeller" / "export"
+        if (export / "labeller.json").is_file():
+            continue
+        t0 = time.time()
+        cache = build_site_cache(_sample_data() / SITES[site], work / f"site-{site}" / "cache")
+        train = cache.labels("train")
+        names = [n for i, n in enumerate(cache.label_space) if train[:, i].sum() > 0]
+        cfg = LabellerConfig(resolution_px=RESOLUTION_PX, class_names=tuple(names), **SMALL_NETWORK)
+        recipe = TrainRecipe(max_epochs=epochs)
+        data, _ = training_set(cache, cfg, names)
+        net = train_real_classifier(cache, cfg, recipe, data, names)
+        logits = predict_split(net, cache.images(RESOLUTION_PX), cache.indices("val"))
+        labels = split_labels(cache, "val", names)
+        classes = []
+        for c, name in enumerate(names):
+            y, s = labels[:, c], logits[:, c]
+            ok = 0 < y.sum() < len(y)
+            classes.append(
+                ClassMetrics(
+                    name=name,
+                    threshold_logit=youden_threshold(y, s) if ok else None,
+                    val_auc=roc_auc(y, s) if ok else None,
+                    train_positives=int(train[:, c].sum()),
+                    val_positives=int(y.sum()),
+                )
+            )
+        save_labeller_export(export, net, LabellerCard(labeller_config=cfg, classes=classes))
+        log.info("site %s: small labeller in %.0f s", site, time.time() - t0)
+
+
 def _site_labels(work: Path, site: str) -> list[str]:
     card = json.loads((work / f"site-{site}" / "labeller" / "export" / "labeller.json").read_text())
     return list(card["labeller_config"]["class_names"])
@@ -256,6 +306,8 @@ def main(argv: list[str] | None = None) -> None:
         stage_sites(
             args.work, args.pggan_kimg_per_phase, args.labeller_epochs, args.sites.split(",")
         )
+    if "small-labellers" in stages:
+        stage_small_labellers(args.work, args.labeller_epochs, args.sites.split(","))
     for stage, parts in (("pggans", ("pggan",)), ("labellers", ("labeller",))):
         if stage in stages:
             sites = args.sites.split(",")

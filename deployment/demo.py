@@ -252,8 +252,8 @@ def _synthesise(ctx: DemoContext, state: DemoState, site: DemoSite, consortium: 
     _step(
         state,
         f"hub.synthesize.{site.site_id}",
-        functools.partial(hub_steps.synthesize, ctx, site),
-        (f"hub.pull.{site.site_id}", f"hub.pull-labeller.{site.site_id}"),
+        lambda: hub_steps.synthesize(ctx, site, state.done(f"hub.pull-labeller.{site.site_id}")),
+        (f"hub.pull.{site.site_id}", f"site.{site.site_id}.labeller"),
     )
 
 

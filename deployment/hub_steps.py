@@ -100,8 +100,12 @@ def federated_task(
 
     log = logging.getLogger("radshare.deployment.demo")
 
+    last_logged = {"status": "", "at_s": 0.0}
+
     def progress(elapsed_s: float, status: str) -> None:
-        log.info("hub: federated %s: %s after %.0f s", name, status, elapsed_s)
+        if status != last_logged["status"] or elapsed_s - float(last_logged["at_s"]) >= 30.0:
+            log.info("hub: federated %s: %s after %.0f s", name, status, elapsed_s)
+            last_logged.update(status=status, at_s=elapsed_s)
         if on_running is not None and status.startswith("running"):
             on_running()
 
@@ -120,15 +124,23 @@ def federated_task(
     return {"run_id": run.run_id, "status": run.status, "elapsed_s": round(run.elapsed_s, 1)}
 
 
-def synthesize(ctx: DemoContext, site: Any) -> dict[str, Any]:
+def synthesize(ctx: DemoContext, site: Any, labeller_pulled: bool) -> dict[str, Any]:
     """A labelled synthetic archive (NIH layout) from one site's generator and labeller.
 
-    Both the generator and the labeller are bundles the hub pulled (signatures verified).
+    The generator is the bundle the hub pulled (signature verified); so is the labeller
+    when its publication worked. Otherwise the labeller is read from the site's export
+    (a shortcut only a one-machine demo can take; the output records it and the failed
+    publish step keeps the demo from reporting success).
     """
     require_verb("radshare-hub", "synthesize", "hub/synthesis")
     out = ctx.layout.archive(site.site_id)
+    labeller = (
+        ctx.layout.pulled(site.site_id, "labeller")
+        if labeller_pulled
+        else ctx.site(site).labeller_run / "export"
+    )
     argv = ["radshare-hub", "synthesize", "--generator", str(ctx.layout.pulled(site.site_id))]
-    argv += ["--labeller", str(ctx.layout.pulled(site.site_id, "labeller")), "--out", str(out)]
+    argv += ["--labeller", str(labeller), "--out", str(out)]
     argv += ["--size", str(ctx.settings.archive_images_per_site)]
     argv += ["--seed", str(ctx.config.seed), "--device", _device(ctx)]
     if ctx.settings.synthesis == "unlabelled":
@@ -137,7 +149,8 @@ def synthesize(ctx: DemoContext, site: Any) -> dict[str, Any]:
         steps = ctx.settings.synthesis_max_steps
         argv += ["--max-steps", str(steps), "--plateau-steps", str(max(5, steps // 5))]
     run_hub(ctx, f"synthesize archive of site {site.site_id}", argv)
-    return {"archive": str(out)}
+    source = "pulled bundle" if labeller_pulled else "site export (labeller not published)"
+    return {"archive": str(out), "labeller": str(labeller), "labeller_source": source}
 
 
 def _device(ctx: DemoContext) -> str:

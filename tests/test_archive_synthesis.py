@@ -40,7 +40,9 @@ from shared.networks.labeller import (
 )
 
 Z_DIM, RES = 16, 32
-NO_THRESHOLD = ("Hernia", "Pneumonia")  # classes the labeller cannot judge
+NO_THRESHOLD = ("Hernia", "Pneumonia")  # no validation positives: no threshold
+BELOW_CHANCE = "Pleural_Thickening"  # a threshold, but a validation AUC below 0.5
+NOT_CALLABLE = (*NO_THRESHOLD, BELOW_CHANCE)
 
 
 # --- torchxrayvision 1.5.7 NIH_Dataset, reading logic only (see module docstring) -----------
@@ -146,6 +148,7 @@ def sources(tmp_path_factory):
             threshold_logit=None
             if name in NO_THRESHOLD
             else (-0.5 if name == "No Finding" else 0.7),
+            val_auc=None if name in NO_THRESHOLD else (0.45 if name == BELOW_CHANCE else 0.8),
             train_positives=counts[name],
         )
         for name in NIH_LABELS
@@ -250,7 +253,7 @@ def test_labels_are_the_labellers_calls_on_the_pngs_and_targets_are_met(archive,
     logits, card = _labeller_logits_of_pngs(
         sources, out / "images", [r["Image Index"] for r in rows]
     )
-    thresholds = [c.threshold_logit for c in card.classes]
+    thresholds = [None if c.name in NOT_CALLABLE else c.threshold_logit for c in card.classes]
     for row, p, logit in zip(rows, prov, logits, strict=True):
         assert p["Image Index"] == row["Image Index"]
         # Independent relabelling of the PNG as written (skip calls within 1e-3 of a threshold).
@@ -265,7 +268,7 @@ def test_labels_are_the_labellers_calls_on_the_pngs_and_targets_are_met(archive,
             assert row["Finding Labels"] == (
                 "|".join(n for n in NIH_LABELS if n in found) or "No Finding"
             )
-        assert not set(row["Finding Labels"].split("|")) & set(NO_THRESHOLD)
+        assert not set(row["Finding Labels"].split("|")) & set(NOT_CALLABLE)
         target = p["target_class"]
         assert float(p["achieved_logit"]) >= float(p["threshold_logit"]) - 1e-6
         assert float(p["threshold_logit"]) >= card.thresholds_logit[target]
@@ -277,8 +280,8 @@ def test_labels_are_the_labellers_calls_on_the_pngs_and_targets_are_met(archive,
 def test_manifest_reports_give_ups_and_rejections_per_class(archive):
     out, manifest = archive
     prov = pd.read_csv(out / "provenance.csv")
-    judgeable = [n for n in NIH_LABELS if n not in NO_THRESHOLD]
-    assert sorted(manifest.target_weights) == sorted(judgeable)
+    judgeable = [n for n in NIH_LABELS if n not in NOT_CALLABLE]
+    assert sorted(manifest.target_weights) == sorted(judgeable) == sorted(manifest.callable_classes)
     journal = [json.loads(line) for line in (out / JOURNAL_FILE).read_text().splitlines()]
     for c in manifest.per_class:
         gave_up = sum(
@@ -364,7 +367,8 @@ def test_unlabelled_archive_is_labelled_afterwards(sources, tmp_path):
     logits, card = _labeller_logits_of_pngs(
         sources, tmp_path / "u" / "images", [r["Image Index"] for r in rows]
     )
-    calls = logits >= np.array([np.inf if t is None else t for t in card.thresholds_logit.values()])
+    usable = {n: t for n, t in card.thresholds_logit.items() if n not in NOT_CALLABLE}
+    calls = logits >= np.array([usable.get(n, np.inf) for n in NIH_LABELS])
     has_finding = calls[:, [NIH_LABELS.index(f) for f in NIH_FINDINGS]].any(axis=1)
     assert [r["Finding Labels"] != "No Finding" for r in rows] == list(has_finding)
 
@@ -388,9 +392,10 @@ def test_errors_come_before_any_work(sources, tmp_path):
         LabelError, match=r"labels.csv: line 3: unknown label 'Effusoin' \(did you mean 'Effusion'"
     ):
         prepare_synthesis(_options(sources, out, labels=str(bad)))
-    (tmp_path / "labels.json").write_text(json.dumps({"Mass": 1, "Hernia": 1}))
-    with pytest.raises(LabelError, match="'Hernia' cannot be a target"):
-        prepare_synthesis(_options(sources, out, labels=str(tmp_path / "labels.json")))
+    for label in ("Hernia", BELOW_CHANCE):
+        (tmp_path / "labels.json").write_text(json.dumps({"Mass": 1, label: 1}))
+        with pytest.raises(LabelError, match=f"key '{label}': label '{label}' cannot be a target"):
+            prepare_synthesis(_options(sources, out, labels=str(tmp_path / "labels.json")))
     with pytest.raises(ConfigError, match="neither a file nor"):
         prepare_synthesis(_options(sources, out, labels="matchsite"))
     with pytest.raises(ConfigError, match="no hub was given"):
@@ -418,7 +423,7 @@ def test_label_file_mix_and_registry_ids(sources, tmp_path):
     assert abs(targets.count("Effusion") - 0.75 * len(targets)) <= 1
     # match-site follows the generator's training counts.
     site = prepare_synthesis(_options(sources, tmp_path / "s", labels="match-site"))
-    counts = {n: 10 * (i + 1) for i, n in enumerate(NIH_LABELS) if n not in NO_THRESHOLD}
+    counts = {n: 10 * (i + 1) for i, n in enumerate(NIH_LABELS) if n not in NOT_CALLABLE}
     assert site.plan.target_weights == pytest.approx(
         {n: c / sum(counts.values()) for n, c in counts.items()}
     )

@@ -20,19 +20,21 @@ from hub.synthesis.class_optimisation import (
     truncated_normal,
 )
 from hub.synthesis.local_sampling import quantise
+from hub.synthesis.pipeline import usable_thresholds
 from hub.synthesis.sources import check_compatible, resolve_generator, resolve_labeller
 from site_node.pggan.train import train_tiny
 
 pytestmark = pytest.mark.realdata
 
-STARTS_PER_CLASS = 4
+STARTS_PER_CLASS = 8
 
 
 def site_a_generator(tmp_path_factory, site_a: Path) -> Path:
-    """A tiny PGGAN (32 px) trained on site A; returns its run folder (once per session)."""
+    """A tiny PGGAN (32 px, 7 kimg) trained on site A; returns its run folder (once per session)."""
     run = tmp_path_factory.getbasetemp() / "site-a-pggan-32"
     if not (run / "export" / "generator.json").is_file():
-        train_tiny(site_a_cache(tmp_path_factory, site_a), run, progress_bar=False)
+        cache = site_a_cache(tmp_path_factory, site_a)
+        train_tiny(cache, run, progress_bar=False, kimg_per_phase=1.0)  # 7 kimg, about 1 min
     return run
 
 
@@ -41,12 +43,12 @@ def optimised(tmp_path_factory, site_a):
     generator = resolve_generator(str(site_a_generator(tmp_path_factory, site_a)))
     labeller = resolve_labeller(str(site_a_labeller(tmp_path_factory, site_a)))
     check_compatible(generator, labeller)
-    settings = ClassOptimisationSettings(batch_size=64, max_steps=100, plateau_patience_steps=30)
-    card = labeller.card
+    settings = ClassOptimisationSettings(batch_size=128, max_steps=100, plateau_patience_steps=30)
+    # The classes synthesis may target: a threshold and a validation AUC above chance.
+    thresholds = usable_thresholds(labeller.card, min_val_auc=0.5)
     starts = [
-        make_start(task=c * STARTS_PER_CLASS + k, attempt=0, target=c,
-                   youden_logit=m.threshold_logit, base_seed=11, settings=settings)
-        for c, m in enumerate(card.classes) if m.threshold_logit is not None
+        make_start(c * STARTS_PER_CLASS + k, 0, c, threshold, base_seed=11, settings=settings)
+        for c, threshold in enumerate(thresholds) if threshold is not None
         for k in range(STARTS_PER_CLASS)
     ]  # fmt: skip
     optimiser = BatchedClassOptimiser(

@@ -18,7 +18,7 @@ from site_node.privacy.config import DPOptions
 from site_node.privacy.dp_labeller import DPLabellerCallback, dp_compatible
 
 CFG = LabellerConfig(
-    resolution_px=32, class_names=("Effusion", "No Finding"), init_features=8, growth_rate=4,
+    resolution_px=64, class_names=("Effusion", "No Finding"), init_features=8, growth_rate=4,
     block_config=(1, 1, 1, 1),
 )  # fmt: skip
 
@@ -34,7 +34,7 @@ def _one_thread() -> Iterator[None]:
 
 def _data(n: int, seed: int) -> TensorDataset:
     g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (n, 32, 32), generator=g, dtype=torch.uint8)
+    images = torch.randint(0, 256, (n, 1, 64, 64), generator=g, dtype=torch.uint8)
     labels = (torch.rand(n, 2, generator=g) < 0.3).float()
     return TensorDataset(images, labels)
 
@@ -49,7 +49,7 @@ def test_batchnorm_becomes_groupnorm() -> None:
 def test_hook_per_sample_grads_match_a_per_example_loop() -> None:
     torch.manual_seed(0)
     labeller = dp_compatible(Labeller(CFG))
-    x = torch.rand(5, 1, 32, 32) * 2 - 1
+    x = torch.rand(5, 1, 64, 64) * 2 - 1
     y = (torch.rand(5, 2) < 0.5).float()
     optimizer = torch.optim.SGD(labeller.parameters(), lr=0.1)
     loader = DataLoader(TensorDataset(x, y), batch_size=5)
@@ -66,7 +66,7 @@ def test_hook_per_sample_grads_match_a_per_example_loop() -> None:
         one = slice(i, i + 1)
         nn.functional.binary_cross_entropy_with_logits(labeller(x[one]), y[one]).backward()
         for name, p in labeller.named_parameters():
-            torch.testing.assert_close(per_sample[name][i], p.grad, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(per_sample[name][i], p.grad, rtol=1e-4, atol=1e-5)
 
 
 def test_lightning_run_spends_the_target_epsilon(tmp_path) -> None:

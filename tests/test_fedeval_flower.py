@@ -1,8 +1,9 @@
 """Show 4: pool → train → federated evaluation end to end, Flower deployment engine on loopback.
 
 A SuperLink and two SuperNodes (site a: NIH adults, site b: paediatric, real images in
-their caches) run as processes; ``flwr run`` submits a ServerApp that sends
-``evaluate.classifier`` to both. Tiny settings: 32 px, a small DenseNet, one epoch.
+their caches) run as processes; ``flwr run`` submits the project's Flower app
+(``hub/flower/app``: the ServerApp's ``evaluate`` task sends ``evaluate.classifier`` to
+both, the sites' ClientApp answers). Tiny settings: 32 px, a small DenseNet, one epoch.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from hub.pooling.writer import write_pooled_archive
 
 pytestmark = [pytest.mark.integration, pytest.mark.realdata]
 
-APP = Path(__file__).parent / "fixtures" / "fedeval_app"
+APP = Path(__file__).parents[1] / "hub" / "flower" / "app"  # the project's Flower app
 SMALL = dict(resolution_px=32, init_features=8, growth_rate=4, block_config=(1, 1, 1, 1))
 
 
@@ -95,6 +96,8 @@ def test_pool_train_and_evaluate_on_two_sites(site_a, site_b, tmp_path):
             log_path=tmp_path / "logs" / "serverapp.log",
             timeout_s=600,
             run_config={
+                "task": "evaluate",
+                "sites": "all",
                 "out-dir": str(out),
                 "real-baseline": True,
                 "epochs": 1,

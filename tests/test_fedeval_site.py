@@ -144,3 +144,26 @@ def test_train_real_baseline_at_site_with_rare_class(cache_a):
     assert evaluation.training["rare_positives_before"] == before
     assert evaluation.training["rare_positives_kept"] == kept
     assert evaluation.training["oversampled_copies"] == kept * (round(before / kept) - 1)
+
+
+def test_rare_class_enriched_with_synthetic_images_sent_by_the_hub(cache_a):
+    cfg = LabellerConfig(class_names=("Cardiomegaly", "Effusion", "No Finding"), **TINY)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (12, 32, 32), dtype=np.uint8)
+    labels = np.tile(np.array([1, 0, 0], np.float32), (12, 1))
+    mask = np.ones_like(labels)
+    request = EvaluationRequest(
+        tag="rare:synthetic",
+        mode="train-real",
+        labeller_config=cfg,
+        num_resamples=100,
+        recipe=TrainRecipe(max_epochs=1, batch_size=64),
+        rare_class=RareClassSetting(label="Cardiomegaly", strategy="synthetic"),
+    )
+    content = request_content(request, enrich=(images, labels, mask))
+    evaluation = evaluation_from_records(evaluate_classifier_task(content, cache_a, site_id="a"))
+    n_train = len(cache_a.indices("train"))
+    before = evaluation.training["rare_positives_before"]
+    kept = evaluation.training["rare_positives_kept"]
+    assert evaluation.training["synthetic_images"] == 12
+    assert evaluation.training["train_images"] == n_train - (before - kept) + 12

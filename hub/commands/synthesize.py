@@ -102,12 +102,18 @@ def _summary(manifest) -> str:
     lines = [
         f"archive: {manifest.num_images} images, {manifest.num_patients} patients "
         f"({manifest.abandoned_patients} abandoned)",
-        f"{'target class':20s} {'patients':>8s} {'starts':>6s} {'give-up':>7s} {'rejected':>8s}",
+        f"{'target class':20s} {'patients':>8s} {'starts':>6s} {'give-up':>7s} "
+        f"{'no series':>9s} {'neighbours rejected':>19s}",
     ]
     for c in manifest.per_class:
         rate = "-" if c.give_up_rate is None else f"{c.give_up_rate:.0%}"
         rejected = f"{c.neighbours_rejected}/{c.neighbours_drawn}"
         lines.append(
-            f"{c.target_class:20s} {c.patients:8d} {c.starts:6d} {rate:>7s} {rejected:>8s}"
+            f"{c.target_class:20s} {c.patients:8d} {c.starts:6d} {rate:>7s} "
+            f"{c.sampling_failures:9d} {rejected:>19s}"
         )
+    lines.append(
+        "give-up: starts that plateaued or hit the step limit; no series: converged starts "
+        "whose follow-ups were rejected too often"
+    )
     return "\n".join(lines)

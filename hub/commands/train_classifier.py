@@ -36,9 +36,8 @@ def train_classifier(
     from hub.pooling.train import ClassifierTrainOptions
     from hub.pooling.train import train_classifier as run
 
-    network = (
-        dict(init_features=16, growth_rate=8, block_config=(2, 2, 2, 2)) if small_network else {}
-    )
+    small: dict[str, Any] = {"init_features": 16, "growth_rate": 8, "block_config": (2, 2, 2, 2)}
+    network = small if small_network else {}
     options = ClassifierTrainOptions(
         archive_dir=archive,
         out_dir=out,

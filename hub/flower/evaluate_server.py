@@ -176,11 +176,12 @@ def evaluation_contents(run_config: Mapping[str, object]) -> dict[str, RecordDic
     config: Any = run_config  # TOML values: str, int, float, bool
     key = config.get("hub-public-key")
     seed = int(config.get("seed", 0))
+    sites = [s.strip() for s in str(config.get("sites", "all")).split(",") if s.strip()]
     common: dict[str, Any] = {
         "num_resamples": int(config.get("num-resamples", 10_000)),
         "min_count": int(config.get("min-count", 5)),
         "seed": seed,
-        "sites": [s for s in str(config.get("sites", "")).split(",") if s.strip()] or None,
+        "sites": None if sites in ([], ["all"]) else sites,
     }
     recipe = TrainRecipe(max_epochs=int(config.get("epochs", 10)), seed=seed)
     contents: dict[str, RecordDict] = {}

@@ -24,6 +24,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,7 +45,14 @@ from shared.networks.labeller import (
     save_labeller_export,
 )
 
-__all__ = ["FedAvgResult", "FedAvgSettings", "average_states", "dp_epsilon", "fedavg_labeller"]
+__all__ = [
+    "FedAvgResult",
+    "FedAvgSettings",
+    "average_states",
+    "dp_epsilon",
+    "fedavg_labeller",
+    "fedavg_main",
+]
 
 log = logging.getLogger("radshare.hub.flower")
 
@@ -56,7 +64,9 @@ REQUEST_RECORD, WEIGHTS_RECORD, METRICS_RECORD = "train.request", "train.weights
 class FedAvgSettings:
     """Rounds, local training, optional DP (update clipping norm and noise multiplier)."""
 
-    labeller_config: LabellerConfig = field(default_factory=lambda: LabellerConfig())
+    labeller_config: LabellerConfig = field(
+        default_factory=lambda: LabellerConfig.model_validate({})
+    )
     rounds: int = 5
     local_epochs: int = 1
     recipe: TrainRecipe = field(default_factory=lambda: TrainRecipe())
@@ -137,12 +147,12 @@ def _round(
         if reply.has_error():
             log.warning("train.labeller round %d: node %d failed: %s", r, node, reply.error.reason)
             continue
-        metrics = reply.content.metric_records[METRICS_RECORD]
+        metrics: Any = reply.content.metric_records[METRICS_RECORD]
         site = str(reply.content.config_records["train.meta"]["site_id"])
         states.append(reply.content.array_records[WEIGHTS_RECORD].to_torch_state_dict())
         dp = settings.max_update_norm is not None
-        weights.append(1.0 if dp else float(metrics["num_examples"]))  # type: ignore[arg-type]
-        stats[site] = {k: float(v) for k, v in metrics.items()}  # type: ignore[arg-type]
+        weights.append(1.0 if dp else float(metrics["num_examples"]))
+        stats[site] = {k: float(v) for k, v in metrics.items()}
     if not states:
         raise FederationError(f"train.labeller round {r}: no site answered")
     net.load_state_dict(average_states(states, weights))
@@ -226,3 +236,34 @@ def fedavg_labeller(
         save_labeller_export(out_dir, net, card)
         (Path(out_dir) / "fedavg_history.json").write_text(json.dumps(history, indent=1))
     return FedAvgResult(net, card, history)
+
+
+def fedavg_main(grid: Grid, run_config: Mapping[str, object]) -> Path:
+    """The ServerApp's ``train-labeller`` task: FedAvg, then export to ``labeller-out-dir``.
+
+    Run-config keys: ``labeller-resolution-px``, ``labeller-classes`` (comma-separated;
+    "" = every NIH label), ``rounds``, ``local-epochs``, ``seed``, ``max-update-norm``
+    (> 0 turns DP on), ``noise-multiplier``, ``num-resamples``, ``labeller-out-dir``.
+    """
+    config: Any = run_config
+    names = [n.strip() for n in str(config.get("labeller-classes", "")).split(",") if n.strip()]
+    cfg = LabellerConfig.model_validate(
+        {
+            "resolution_px": int(config.get("labeller-resolution-px", 32)),
+            **({"class_names": names} if names else {}),
+        }
+    )
+    norm = float(config.get("max-update-norm", 0.0))
+    settings = FedAvgSettings(
+        labeller_config=cfg,
+        rounds=int(config.get("rounds", 5)),
+        local_epochs=int(config.get("local-epochs", 1)),
+        recipe=TrainRecipe(seed=int(config.get("seed", 0))),
+        max_update_norm=norm if norm > 0 else None,
+        noise_multiplier=float(config.get("noise-multiplier", 0.0)),
+        num_resamples=int(config.get("num-resamples", 1000)),
+        timeout_s=float(config.get("timeout-s", 3600.0)),
+    )
+    out = Path(str(config.get("labeller-out-dir") or config.get("out-dir") or "federated-labeller"))
+    fedavg_labeller(grid, settings, out_dir=out)
+    return out

@@ -6,6 +6,7 @@ The run config's ``task`` picks it:
   to the chosen sites as ``query.audit``; write one ``AuditReport`` per site and a
   readable report to ``out-dir``.
 * ``evaluate`` → :func:`hub.flower.evaluate_server.evaluate_main`.
+* ``train-labeller`` → :func:`hub.flower.fedavg_labeller.fedavg_main` (FedAvg, ``train.labeller``).
 
 It waits up to ``wait-for-nodes-s`` seconds for ``expected-nodes`` SuperNodes first.
 """
@@ -26,7 +27,7 @@ __all__ = ["app"]
 log = logging.getLogger("radshare.hub.flower")
 
 app = ServerApp()
-TASKS = ("audit", "evaluate")
+TASKS = ("audit", "evaluate", "train-labeller")
 
 
 def _wait_for_nodes(grid: Grid, expected: int, wait_s: float) -> None:
@@ -50,7 +51,11 @@ def main(grid: Grid, context: Context) -> None:
         from hub.flower.audit_server import audit_main
 
         audit_main(grid, config)
-    else:
+    elif task == "evaluate":
         from hub.flower.evaluate_server import evaluate_main
 
         evaluate_main(grid, config)
+    else:
+        from hub.flower.fedavg_labeller import fedavg_main
+
+        fedavg_main(grid, config)

@@ -75,11 +75,15 @@ class PoolOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     strategy: PoolStrategy = PoolStrategy.ALL
-    num_images: int | None = Field(default=None, ge=1, description="match-prevalence: images to draw")
+    num_images: int | None = Field(
+        default=None, ge=1, description="match-prevalence: images to draw"
+    )
     target_prevalence: dict[str, float] | None = Field(
         None, description="match-prevalence: label -> prevalence; default: the archives' overall"
     )
-    images_per_label: int | None = Field(default=None, ge=1, description="balance: positives per label")
+    images_per_label: int | None = Field(
+        default=None, ge=1, description="balance: positives per label"
+    )
     enrich: dict[str, int] = Field(default_factory=dict, description="label -> extra images")
     seed: int = 0
 

@@ -54,7 +54,9 @@ class ClassifierTrainOptions(BaseModel):
     out_dir: Path
     hub_key: Path = Field(description="the hub's Ed25519 signing key (created if missing)")
     site_id: str | None = Field(default=None, description="single-site archive without a manifest")
-    label_space: list[str] | None = Field(default=None, description="None: the archive's label space")
+    label_space: list[str] | None = Field(
+        default=None, description="None: the archive's label space"
+    )
     resolution_px: int = 32
     init_features: int = 64
     growth_rate: int = 32

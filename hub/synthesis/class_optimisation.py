@@ -255,7 +255,15 @@ class BatchedClassOptimiser:
         keep = ~retire
         self._adam_ascent(slots, rows[keep], grad[keep])
 
-    def _retire(self, slots, rows, logit, done, stalled, retire) -> Iterator[Converged | GaveUp]:
+    def _retire(
+        self,
+        slots: _Slots,
+        rows: torch.Tensor,
+        logit: torch.Tensor,
+        done: torch.Tensor,
+        stalled: torch.Tensor,
+        retire: torch.Tensor,
+    ) -> Iterator[Converged | GaveUp]:
         z_cpu = slots.z[rows].detach().cpu()
         steps = slots.steps[rows].tolist()
         best = slots.best[rows].tolist()

@@ -9,7 +9,7 @@ with R (100,000 images of 256² fit in the same few GiB as 1,000):
   computed once and reused for every query, and the running top-k of each
   query is merged with that chunk's similarities;
 * queries are taken ``query_chunk`` at a time, their statistics computed once;
-* pairs are evaluated in blocks of about ``block_px`` pixels (a few dozen
+* pairs are evaluated in blocks of about ``block_px`` pixels (about 16
   pairs at 256² on a CPU, where they stay in cache; thousands on a GPU).
 
 An optional prefilter (:func:`prefiltered_topk`) ranks the reals by the
@@ -85,7 +85,7 @@ class SearchOptions:
         dtype: compute precision (float32 is within 1e-5 of scikit-image on 8-bit images).
         real_chunk: real images whose statistics are held at once.
         query_chunk: query images whose statistics are held at once.
-        block_px: pixels of cross products evaluated per block (None: 4 Mi on CPU, 256 Mi on GPU).
+        block_px: pixels of cross products evaluated per block (None: 1 Mi on CPU, 256 Mi on GPU).
     """
 
     device: str = "cpu"
@@ -103,7 +103,7 @@ class SearchOptions:
         """The block size in pixels, defaulted by device."""
         if self.block_px is not None:
             return self.block_px
-        return 2**28 if str(self.device).startswith("cuda") else 2**22
+        return 2**28 if str(self.device).startswith("cuda") else 2**20
 
 
 @dataclass

@@ -308,7 +308,7 @@ def pairwise_ssim(a: WindowStats, b: WindowStats) -> torch.Tensor:
     """Mean SSIM of every pair ``(a[i], b[j])``: ``[len(a), len(b)]``.
 
     Memory is about two ``len(a) * len(b)`` images; chunk the inputs (on CPU, blocks of
-    a few dozen pairs at 256² stay in cache and run fastest; see ``shared.metrics.nn_search``).
+    about 16 pairs at 256² stay in cache and run fastest; see ``shared.metrics.nn_search``).
     """
     _check_compatible(a, b)
     a_rows, b_cols = _outer(a, b)

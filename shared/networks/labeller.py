@@ -54,6 +54,7 @@ __all__ = [
     "LABELLER_SCHEMA_VERSION",
     "WEIGHTS_FILE",
     "ClassMetrics",
+    "DPParameters",
     "Labeller",
     "LabellerCard",
     "LabellerConfig",

@@ -12,6 +12,7 @@ Handlers:
   audit of the sent generator against this site's data; panels go to
   ``<work-dir>/audits/federated/`` and stay here; the reply holds aggregates only.
 * ``evaluate.classifier`` → :func:`site_node.flower.evaluate_task.evaluate_classifier_task`.
+* ``train.labeller`` → :func:`site_node.flower.labeller_task.train_labeller_task` (FedAvg round).
 
 A handler's FederationError (bad request, missing cache) becomes the reply's error,
 so the hub learns what went wrong and the SuperNode keeps running.
@@ -96,6 +97,19 @@ def evaluate_classifier(msg: Message, context: Context) -> Message:
     try:
         site_id, cache = _site(context)
         reply = evaluate_classifier_task(msg.content, cache, site_id=site_id)
+    except RadshareError as error:
+        return _failure(msg, error)
+    return Message(reply, reply_to=msg)
+
+
+@app.train("labeller")
+def train_labeller(msg: Message, context: Context) -> Message:
+    """``train.labeller``: one FedAvg round of the labeller on this site's real train split."""
+    from site_node.flower.labeller_task import train_labeller_task
+
+    try:
+        site_id, cache = _site(context)
+        reply = train_labeller_task(msg.content, cache, site_id=site_id)
     except RadshareError as error:
         return _failure(msg, error)
     return Message(reply, reply_to=msg)

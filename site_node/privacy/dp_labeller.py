@@ -2,8 +2,8 @@
 
 The labeller is MONAI's DenseNet-121, whose BatchNorm layers mix samples; Opacus's
 ``ModuleValidator.fix`` replaces each with a ``GroupNorm(min(32, C), C)``
-(:func:`dp_compatible`), after which Opacus's hook-based per-sample gradients are
-exact (no gradient penalty here, so the hooks work). Then
+and turns off in-place activations (:func:`dp_compatible`), after which Opacus's
+hook-based per-sample gradients are exact (no gradient penalty here, so hooks work). Then
 :func:`make_labeller_private` runs ``PrivacyEngine.make_private`` with Poisson
 sampling and ``wrap_model=False`` (the module keeps its class and state-dict keys),
 calibrating σ to a target ε over ``epochs`` if no σ is given.
@@ -45,8 +45,12 @@ log = logging.getLogger("radshare.site.privacy")
 
 
 def dp_compatible(module: nn.Module) -> nn.Module:
-    """``module`` with every BatchNorm replaced by GroupNorm; ConfigError if still unsupported."""
+    """``module`` with GroupNorm for BatchNorm and no in-place activations (Opacus's backward
+    hooks cannot see through an in-place ReLU); ConfigError if still unsupported."""
     fixed = ModuleValidator.fix(module)
+    for layer in fixed.modules():
+        if getattr(layer, "inplace", False):
+            layer.inplace = False
     errors = ModuleValidator.validate(fixed, strict=False)
     if errors:
         raise ConfigError(f"labeller cannot be trained with DP-SGD: {errors[:3]}")

@@ -1,0 +1,228 @@
+"""Batched class optimisation pays: converged labelled images per second, batch 1 vs batched.
+
+    .venv/bin/python benchmarks/bench_classopt.py [--generator G --labeller L]
+        [--device cpu|cuda] [--batch-sizes 1,64] [--seconds 30]
+
+For each batch size, on the same machine and the same stream of starts (targets cycling
+over the labeller's usable classes, seeds fixed), it runs for ``--seconds``:
+
+1. class optimisation alone (``BatchedClassOptimiser``): converged latents per second;
+2. the whole archive path (``run_synthesis``: optimisation, local sampling of 3-6
+   follow-ups, labels, PNGs, journal): archive images per second, counted from the
+   start of the run (so the first batch's latency is in it: use a long enough window).
+
+``--generator``/``--labeller`` take training exports or bundles (e.g. the tiny PGGAN and
+the 32 px labeller the tests train on site A). Without them it uses stand-ins of the same
+architecture and cost: a 32 px PGGAN generator (the trainer's ``tiny`` profile) and a
+DenseNet-121 labeller at 32 px, both with random weights, the labeller's logits rescaled
+to median 0 and sd 1 over the generator's samples, every class called at logit 0.7.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections import deque
+from itertools import count
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from hub.synthesis.class_optimisation import (  # noqa: E402
+    BatchedClassOptimiser,
+    ClassOptimisationSettings,
+    Converged,
+    make_start,
+)
+from hub.synthesis.local_sampling import LocalSamplingSettings  # noqa: E402
+from hub.synthesis.pipeline import (  # noqa: E402
+    SynthesisOptions,
+    prepare_synthesis,
+    run_synthesis,
+    usable_thresholds,
+)
+from hub.synthesis.sources import resolve_generator, resolve_labeller  # noqa: E402
+from shared.labels import NIH_LABELS  # noqa: E402
+from shared.networks.generator import Generator, GeneratorConfig  # noqa: E402
+from shared.networks.labeller import (  # noqa: E402
+    ClassMetrics,
+    Labeller,
+    LabellerCard,
+    LabellerConfig,
+    save_labeller_export,
+)
+
+
+class _StopError(Exception):
+    """Raised from the progress callback when the time is up."""
+
+
+def stand_in_sources(folder: Path, resolution_px: int = 32) -> tuple[str, str]:
+    """Random-weight generator and labeller exports with calibrated logits (see docstring)."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    G = Generator(
+        GeneratorConfig(resolution_px=resolution_px, z_dim=64, fmap_base=256, fmap_max=32)
+    )
+    G.eval()
+    (folder / "gen").mkdir(parents=True)
+    save_file(
+        {k: v.contiguous() for k, v in G.state_dict().items()},
+        str(folder / "gen" / "g_ema.safetensors"),
+    )
+    data = {"label_space": list(NIH_LABELS)}
+    export = {"generator_config": G.cfg.model_dump(), "training": {}, "data": data}
+    (folder / "gen" / "generator.json").write_text(json.dumps(export))
+    cfg = LabellerConfig(resolution_px=resolution_px)
+    labeller = Labeller(cfg).eval()
+    with torch.no_grad():
+        logits = labeller(G(torch.randn(256, G.cfg.z_dim)))
+        out = labeller.net.class_layers[-1]
+        sd, median = logits.std(0), logits.median(0).values
+        out.weight /= sd[:, None]
+        out.bias.copy_((out.bias - median) / sd)
+    classes = [
+        ClassMetrics(name=n, threshold_logit=0.7, val_auc=0.8, train_positives=1)
+        for n in NIH_LABELS
+    ]
+    save_labeller_export(
+        folder / "lab", labeller, LabellerCard(labeller_config=cfg, classes=classes)
+    )
+    return str(folder / "gen"), str(folder / "lab")
+
+
+def optimisation_rate(generator, labeller, batch_size: int, seconds: float, device) -> dict:
+    """Converged latents per second over ``seconds`` of batched optimisation."""
+    settings = ClassOptimisationSettings(batch_size=batch_size)
+    thresholds = usable_thresholds(labeller.card, 0.5)
+    targets = [c for c, t in enumerate(thresholds) if t is not None]
+
+    def starts():
+        for task in count():
+            c = targets[task % len(targets)]
+            yield make_start(task, 0, c, thresholds[c], base_seed=0, settings=settings)
+
+    pending: deque = deque()
+    stream = starts()
+    optimiser = BatchedClassOptimiser(
+        generator.G, labeller.labeller, generator.config.z_dim, settings, device
+    )
+    converged = finished = 0
+    pending.extend(next(stream) for _ in range(batch_size))
+    began = time.perf_counter()
+    for outcome in optimiser.run(pending):
+        finished += 1
+        converged += isinstance(outcome, Converged)
+        pending.append(next(stream))  # never let the queue run dry
+        if time.perf_counter() - began > seconds:
+            break
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - began
+    return {
+        "converged": converged,
+        "finished": finished,
+        "seconds": elapsed,
+        "per_s": converged / elapsed,
+    }
+
+
+def archive_rate(
+    generator_ref: str, labeller_ref: str, batch_size: int, seconds: float, device
+) -> dict:
+    """Archive images per second over ``seconds`` of writing (loading and checks excluded)."""
+    written = [0]
+    with tempfile.TemporaryDirectory() as tmp:
+        options = SynthesisOptions(
+            generator=generator_ref, labeller=labeller_ref, out_dir=Path(tmp) / "a",
+            num_images=1_000_000, labels="balanced", device=str(device),
+            optimisation=ClassOptimisationSettings(batch_size=batch_size),
+            sampling=LocalSamplingSettings(batch_size=max(batch_size, 8)),
+        )  # fmt: skip
+        job = prepare_synthesis(options)
+        began = time.perf_counter()
+
+        def progress(num_images: int) -> None:
+            written[0] += num_images
+            if time.perf_counter() - began > seconds:
+                raise _StopError
+
+        with contextlib.suppress(_StopError):
+            run_synthesis(job, progress)
+        elapsed = time.perf_counter() - began
+    return {"images": written[0], "seconds": elapsed, "per_s": written[0] / elapsed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--generator", help="generator export or bundle (default: stand-in)")
+    parser.add_argument("--labeller", help="labeller export or bundle (default: stand-in)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-sizes", default="1,64")
+    parser.add_argument("--seconds", type=float, default=30.0, help="per measurement")
+    parser.add_argument("--skip-archive", action="store_true", help="only class optimisation")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.generator and args.labeller:
+            gen_ref, lab_ref = args.generator, args.labeller
+        else:
+            gen_ref, lab_ref = stand_in_sources(Path(tmp))
+        generator, labeller = resolve_generator(gen_ref), resolve_labeller(lab_ref)
+        print(f"device {device} ({platform.processor() or platform.machine()}, "
+              f"torch threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.1f}); "
+              f"generator {generator.config.resolution_px} px z_dim {generator.config.z_dim}; "
+              f"labeller DenseNet blocks {labeller.card.labeller_config.block_config}")  # fmt: skip
+        results = {}
+        for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
+            optimisation_rate(
+                generator, labeller, batch_size, min(3.0, args.seconds), device
+            )  # warm up
+            row = {
+                "optimisation": optimisation_rate(
+                    generator, labeller, batch_size, args.seconds, device
+                )
+            }
+            if not args.skip_archive:
+                row["archive"] = archive_rate(gen_ref, lab_ref, batch_size, args.seconds, device)
+            results[batch_size] = row
+            opt = row["optimisation"]
+            line = (
+                f"batch {batch_size:4d}: class optimisation {opt['per_s']:8.2f} converged/s "
+                f"({opt['converged']}/{opt['finished']} starts in {opt['seconds']:.1f} s)"
+            )
+            if "archive" in row:
+                arch = row["archive"]
+                line += f"; archive {arch['per_s']:8.2f} images/s ({arch['images']} images)"
+            print(line, flush=True)
+        sizes = sorted(results)
+        if len(sizes) >= 2:
+            lo, hi = results[sizes[0]], results[sizes[-1]]
+            speedup = hi["optimisation"]["per_s"] / max(lo["optimisation"]["per_s"], 1e-9)
+            print(
+                f"speed-up batch {sizes[-1]} vs {sizes[0]}: class optimisation {speedup:.1f}x",
+                end="",
+            )
+            if "archive" in hi:
+                print(
+                    f", archive {hi['archive']['per_s'] / max(lo['archive']['per_s'], 1e-9):.1f}x"
+                )
+            else:
+                print()
+        if args.json:
+            args.json.write_text(json.dumps({"device": str(device), "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
