@@ -280,7 +280,7 @@ def _audit_result(out: Path, site_id: str) -> dict[str, Any]:
         "histogram": summary["best_ssim_histogram"],
         "passed": summary["verdict"]["passed"],
         "near_copies": summary["near_copy_count"],
-        "p_ssim": summary["ssim_test"].get("p_value"),
+        "permutation_p_ssim": summary["ssim_test"].get("permutation_p_value"),
         "report": str(path),
     }
 
@@ -313,10 +313,18 @@ def federated_evaluate(
 
 
 def _comparison_rows(path: Path) -> dict[str, Any]:
-    """``comparison.csv`` (site, label, setting, auc, ...) as header + rows for the report."""
+    """``comparison.csv`` as header + rows for the report: AUC with its CI, counts."""
     import csv
 
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
-    columns = ["setting", "site", "label", "auc", "auc_low", "auc_high", "n_pos", "n_neg"]
-    return {"columns": columns, "rows": [[row.get(c, "") for c in columns] for row in rows]}
+    columns = ["setting", "site", "label", "n_pos", "n_neg", "auc", "auc 95% CI"]
+    table = []
+    for row in rows:
+        auc, low, high = (row.get(k, "") for k in ("auc", "auc_low", "auc_high"))
+        ci = f"{float(low):.3f}–{float(high):.3f}" if low and high else ""
+        value: object = round(float(auc), 3) if auc else f"– ({row.get('threshold_source', '')})"
+        table.append(
+            [row["setting"], row["site"], row["label"], row["n_pos"], row["n_neg"], value, ci]
+        )
+    return {"columns": columns, "rows": table}

@@ -242,7 +242,8 @@ def _audit_section(ctx: DemoContext, state: DemoState) -> Section:
                 [f"site {site_id} (federated)", value.get("passed"), value.get("near_copies")]
             )
         else:
-            rows.append([f"site {site_id} (federated)", "unavailable", str(value)[:120]])
+            why = value.get("unavailable", value) if isinstance(value, dict) else value
+            rows.append([f"site {site_id} (federated)", "unavailable", str(why)[:160]])
     if fed_histograms:
         section.figures.append(
             ("federated audit", _histogram_figure("federated audit", fed_histograms))
@@ -251,7 +252,10 @@ def _audit_section(ctx: DemoContext, state: DemoState) -> Section:
         section.paragraphs.append(
             f"Federated audit: no results, because {_why_missing(state, 'hub.federated-audit')}."
         )
-    section.tables.append(("Audit verdicts", ["audit", "passed", "near copies"], rows))
+    if federated is not None and federated.status == "partial":
+        section.paragraphs.append(f"Federated audit incomplete: {federated.error}.")
+    header = ["audit", "passed", "near copies (or why unavailable)"]
+    section.tables.append(("Audit verdicts", header, rows))
     return section
 
 

@@ -25,8 +25,10 @@ from site_node.publish import build_generator_bundle
 NUM_IMAGES = 300
 
 
-def _dp_bundle(tmp_path: Path) -> tuple[Path, object]:
+@pytest.fixture(scope="module")
+def dp_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     """A signed bundle of a (random) generator whose export states a DP run of 3.0."""
+    tmp_path = tmp_path_factory.mktemp("dp-bundle")
     schedule = ProgressSchedule(build_phases(8, 0.3, 0.2, {4: 32, 8: 16}))
     dp = DPOptions(target_epsilon=3.0, accountant="rdp")
     plan = plan_privacy(dp, schedule, NUM_IMAGES)
@@ -59,8 +61,8 @@ def _rdp_reference(manifest: GeneratorManifest) -> float:
     )
 
 
-def test_published_dp_claim_is_recomputed_and_passes(tmp_path: Path) -> None:
-    bundle_dir, key = _dp_bundle(tmp_path)
+def test_published_dp_claim_is_recomputed_and_passes(dp_bundle: tuple[Path, object]) -> None:
+    bundle_dir, key = dp_bundle
     result = audit_dp_bundle(bundle_dir, key.public_key())  # type: ignore[attr-defined]
     manifest = read_bundle(bundle_dir, key.public_key()).model  # type: ignore[attr-defined]
     assert isinstance(manifest, GeneratorManifest) and manifest.privacy.dp is not None
@@ -89,8 +91,8 @@ def _tampered(manifest: GeneratorManifest, **dp_changes: object) -> GeneratorMan
     return manifest.model_copy(update={"privacy": manifest.privacy.model_copy(update={"dp": dp})})
 
 
-def test_understated_and_inconsistent_claims_fail(tmp_path: Path) -> None:
-    bundle_dir, key = _dp_bundle(tmp_path)
+def test_understated_and_inconsistent_claims_fail(dp_bundle: tuple[Path, object]) -> None:
+    bundle_dir, key = dp_bundle
     manifest = read_bundle(bundle_dir, key.public_key()).model  # type: ignore[attr-defined]
     assert isinstance(manifest, GeneratorManifest) and manifest.privacy.dp is not None
     dp = manifest.privacy.dp
@@ -114,10 +116,10 @@ def test_understated_and_inconsistent_claims_fail(tmp_path: Path) -> None:
         audit_dp(no_dp)
 
 
-def test_cli_audit_dp(tmp_path: Path) -> None:
+def test_cli_audit_dp(dp_bundle: tuple[Path, object], tmp_path: Path) -> None:
     from hub.cli import app
 
-    bundle_dir, key = _dp_bundle(tmp_path)
+    bundle_dir, key = dp_bundle
     write_public_key(tmp_path / "site-a.pub", key.public_key())  # type: ignore[attr-defined]
     result = CliRunner().invoke(
         app, ["audit-dp", str(bundle_dir), "--public-key", str(tmp_path / "site-a.pub")]

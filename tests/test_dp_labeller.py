@@ -43,7 +43,9 @@ def test_batchnorm_becomes_groupnorm() -> None:
     torch.manual_seed(0)
     labeller = dp_compatible(Labeller(CFG))
     kinds = {type(m) for m in labeller.modules()}
-    assert nn.GroupNorm in kinds and not any(issubclass(k, nn.modules.batchnorm._BatchNorm) for k in kinds)
+    assert nn.GroupNorm in kinds and not any(
+        issubclass(k, nn.modules.batchnorm._BatchNorm) for k in kinds
+    )
 
 
 def test_hook_per_sample_grads_match_a_per_example_loop() -> None:
@@ -90,5 +92,7 @@ def test_lightning_run_spends_the_target_epsilon(tmp_path) -> None:
     assert parameters.epsilon == pytest.approx(accountant.get_epsilon(delta=dp.delta), rel=1e-12)
     assert 2.0 - 0.02 <= parameters.epsilon <= 2.0
     assert parameters.max_grad_norm == 1.0 and parameters.delta == dp.delta
-    changed = [not torch.equal(b, p) for b, p in zip(before, module.labeller.parameters(), strict=True)]
+    changed = [
+        not torch.equal(b, p) for b, p in zip(before, module.labeller.parameters(), strict=True)
+    ]
     assert all(changed)  # every parameter stepped (noise reaches all of them)

@@ -141,3 +141,74 @@ def test_a_budget_that_allows_no_step_is_refused(cache_dir: Path, tmp_path: Path
     dp = DPOptions(noise_multiplier=0.4, target_epsilon=8.0, accountant="rdp")
     with pytest.raises(ConfigError, match="allows no step"):
         train(_options(cache_dir, tmp_path / "run", dp))
+
+
+def test_cli_dp_flags(cache_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from site_node.cli import app
+
+    common = ["train", "--cache", str(cache_dir), "--resolution", "8", "--kimg-per-phase", "0.1",
+              "--batch-sizes", "4:16,8:16", "--fmap-base", "64", "--fmap-max", "16", "--z-dim", "8",
+              "--accelerator", "cpu", "--no-progress-bar"]  # fmt: skip
+    result = CliRunner().invoke(
+        app, [*common, "--out", str(tmp_path / "dp"), "--dp", "--target-epsilon", "2",
+              "--accountant", "rdp", "--max-grad-norm", "0.5"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    options = TrainOptions.model_validate_json((tmp_path / "dp" / "options.json").read_text())
+    assert options.dp == DPOptions(target_epsilon=2.0, accountant="rdp", max_grad_norm=0.5)
+    assert options.use_minibatch_stddev is False
+    exported = json.loads((tmp_path / "dp" / "export" / "generator.json").read_text())
+    assert exported["training"]["dp"]["max_grad_norm"] == 0.5
+    assert 2.0 - 0.02 <= exported["training"]["dp"]["epsilon"] <= 2.0
+
+    refused = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "x"), "--delta", "1e-6"])
+    assert isinstance(refused.exception, ConfigError) and "add --dp" in str(refused.exception)
+
+
+class _StopAfterTicks(pl.Callback):
+    """A graceful stop at the end of tick ``ticks``."""
+
+    def __init__(self, ticks: int):
+        self.ticks, self.seen = ticks, 0
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.seen += 1
+        if self.seen == self.ticks:
+            trainer.should_stop = True
+
+
+def test_resumed_dp_run_is_bitwise_the_uninterrupted_one(
+    cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safetensors.torch import load_file
+
+    from site_node.pggan.train import resume_options
+
+    def options(run_dir: Path) -> TrainOptions:
+        return TrainOptions(
+            cache_dir=cache_dir, run_dir=run_dir, resolution_px=8, z_dim=16, fmap_base=64,
+            fmap_max=16, use_minibatch_stddev=False, kimg_per_phase=0.1, batch_sizes={4: 8, 8: 8},
+            tick_kimg=0.04, sample_every_kimg=1.0, accelerator="cpu", progress_bar=False,
+            dp=DPOptions(target_epsilon=2.0, accountant="rdp"),
+        )  # fmt: skip
+
+    with monkeypatch.context() as patch:  # the same secret seed for both fresh runs
+        patch.setattr("site_node.privacy.dp_module.secrets.randbits", lambda bits: 1234)
+        train(options(tmp_path / "whole"))
+        train(options(tmp_path / "parts"), callbacks=[_StopAfterTicks(2)])
+    assert not (tmp_path / "parts" / "export").exists()
+    train(resume_options(tmp_path / "parts"), resume=True)  # the seed must come from the ckpt
+
+    whole, parts = (
+        load_file(str(tmp_path / r / "export" / "g_ema.safetensors")) for r in ("whole", "parts")
+    )
+    assert whole.keys() == parts.keys()
+    for name in whole:
+        assert torch.equal(whole[name], parts[name]), name
+    dp_whole, dp_parts = (
+        json.loads((tmp_path / r / "export" / "generator.json").read_text())["training"]["dp"]
+        for r in ("whole", "parts")
+    )
+    assert dp_whole == dp_parts

@@ -99,3 +99,33 @@ class _WrongCfg(torch.nn.Module):
         super().__init__()
         self.net = inner.net
         self.cfg = cfg
+
+
+def test_hub_accepts_a_labeller_bundle_like_a_generator(tmp_path):
+    from hub.registry import handlers
+    from hub.registry.auth import parse_identity
+    from hub.registry.handlers import HubLimits, HubState
+    from hub.registry.keyring import StaticKeyring
+    from hub.registry.memory_registry import InMemoryRegistry
+    from shared.artifacts.records import ArtifactKind as RecordKind
+    from shared.artifacts.records import FileChunk, PublishHeader
+    from shared.artifacts.signing import public_key_pem
+
+    key = generate_signing_key()
+    state = HubState(
+        InMemoryRegistry(),
+        StaticKeyring({"site-a": public_key_pem(key.public_key())}),
+        HubLimits(max_upload_bytes=10**7),
+    )
+    signed = write_labeller_bundle(tmp_path / "b", Labeller(CFG), _card(), "site-a", key)
+    manifest = (tmp_path / "b" / "manifest.json").read_bytes()
+    data = (tmp_path / "b" / "labeller.safetensors").read_bytes()
+
+    def items():
+        yield PublishHeader(RecordKind.LABELLER, manifest)
+        for offset in range(0, len(data), 4096):
+            yield FileChunk("labeller.safetensors", offset, data[offset : offset + 4096])
+
+    result = handlers.publish(parse_identity("site:site-a"), items(), state)
+    assert result.created and result.artifact.artifact_id == signed.artifact_id
+    assert result.artifact.kind == RecordKind.LABELLER

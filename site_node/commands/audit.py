@@ -58,6 +58,9 @@ def audit_command(
         None, "--labeller", help="labeller export whose embedding is the feature space"
     ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
+    membership: bool = typer.Option(
+        True, "--membership/--no-membership", help="also membership-inference attacks (AUC)"
+    ),
 ) -> None:
     """Audit a generator for memorised patients; numbers to OUT/summary.json, pixels stay here.
 
@@ -92,8 +95,12 @@ def audit_command(
         sample, SiteCache(cache), settings, embed=embed, embed_name=embed_name,
         panel_dir=out / "panel", options=SearchOptions(device=device),
     )  # fmt: skip
-    write_audit_folder(out, outcome.summary, sha256_of(weights))
     summary = outcome.summary
+    if membership:  # GAN-Leaks / Monte-Carlo attacks, aggregates only (site_node.privacy)
+        from site_node.privacy.membership import with_membership
+
+        summary = with_membership(summary, sample, SiteCache(cache))
+    write_audit_folder(out, summary, sha256_of(weights))
     typer.echo(
         f"audit {'passed' if summary.passed else 'FAILED'}: {summary.near_copy_count} near copies, "
         f"holdout permutation p {summary.ssim_test.permutation_p_value:.2e} (SSIM); "
@@ -101,3 +108,7 @@ def audit_command(
     )
     for reason in summary.verdict.reasons:
         typer.echo(f"  {reason}")
+    if summary.membership is not None:
+        attack = summary.membership.primary
+        low, high = attack.roc_auc_ci95
+        typer.echo(f"membership inference AUC {attack.roc_auc:.3f} [{low:.3f}, {high:.3f}]")

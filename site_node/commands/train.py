@@ -46,6 +46,20 @@ def train_command(
         None, "--precision", help="32-true (default) or bf16-mixed"
     ),
     progress_bar: bool = typer.Option(True, "--progress-bar/--no-progress-bar"),
+    dp: bool = typer.Option(
+        False, "--dp", help="DP-SGD on the critic (Opacus); turns minibatch stddev off"
+    ),
+    target_epsilon: float | None = typer.Option(
+        None, "--target-epsilon", help="DP: ε never to exceed (σ calibrated to it)"
+    ),
+    noise_multiplier: float | None = typer.Option(
+        None, "--noise-multiplier", help="DP: σ; with --target-epsilon, stop at the budget"
+    ),
+    delta: float | None = typer.Option(None, "--delta", help="DP: δ (default 1e-5; < 1/N)"),
+    max_grad_norm: float | None = typer.Option(
+        None, "--max-grad-norm", help="DP: per-sample clipping norm C (default 1)"
+    ),
+    accountant: str | None = typer.Option(None, "--accountant", help="DP: prv (default) or rdp"),
 ) -> None:
     """Train a PGGAN from 4×4 to --resolution on the cache's train split.
 
@@ -64,6 +78,9 @@ def train_command(
           --kimg-per-phase 600 --batch-sizes 4:128,64:64 --seed 1
     \b
       radshare-site train --out runs/nih-64 --resume
+    \b
+      radshare-site train --cache cache/nih --out runs/nih-dp --profile cpu \\
+          --dp --target-epsilon 8 --delta 1e-6
     """
     from shared.errors import ConfigError
     from site_node.pggan.options import RUNTIME_FIELDS, TrainOptions
@@ -88,6 +105,21 @@ def train_command(
         "progress_bar": progress_bar,
     }
     values = {name: value for name, value in values.items() if value is not None}
+    dp_flags: dict[str, Any] = {
+        "target_epsilon": target_epsilon, "noise_multiplier": noise_multiplier, "delta": delta,
+        "max_grad_norm": max_grad_norm, "accountant": accountant,
+    }  # fmt: skip
+    dp_flags = {name: value for name, value in dp_flags.items() if value is not None}
+    if dp_flags and not dp:
+        raise ConfigError(f"{sorted(dp_flags)} apply to DP training only: add --dp")
+    if dp:
+        from site_node.privacy.config import DPOptions
+
+        try:
+            values["dp"] = DPOptions.model_validate(dp_flags)
+        except ValueError as error:  # pydantic's ValidationError names the field and value
+            raise ConfigError(f"--dp: {error}") from None
+        values["use_minibatch_stddev"] = False  # it mixes samples: no per-sample gradients
     if resume:
         fixed = sorted(set(values) - RUNTIME_FIELDS) + (["--cache"] if cache else [])
         if fixed or profile:

@@ -35,6 +35,7 @@ from shared.metrics.nn_search import SearchOptions
 from shared.networks.generator import Generator
 from site_node.audit.memorisation import AuditOutcome, Embedder, run_memorisation_audit
 from site_node.data.cache import SiteCache
+from site_node.privacy.membership import with_membership
 
 __all__ = ["audit_task", "rebuild_generator"]
 
@@ -88,9 +89,10 @@ def audit_task(
     request = request_from_records(content)
     G = rebuild_generator(content, request)
     log.info("site %s: audit of generator %s requested", site_id, request.generator_id[:12])
+    sample = _sampler(G, device)
     try:
         outcome: AuditOutcome = run_memorisation_audit(
-            _sampler(G, device),
+            sample,
             cache,
             request.settings,
             embed=embed,
@@ -98,9 +100,11 @@ def audit_task(
             panel_dir=_panel_dir(panel_root, request.generator_id),
             options=SearchOptions(device=device),
         )
+        # Membership-inference attacks, aggregates only (site_node.privacy.membership).
+        summary = with_membership(outcome.summary, sample, cache)
     except CacheError as error:
         raise FederationError(f"site {site_id}: cannot audit here: {error}") from error
-    del G
+    del G, sample
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return summary_to_records(outcome.summary, site_id)
+    return summary_to_records(summary, site_id)

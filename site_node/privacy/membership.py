@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from shared.artifacts.audit import AuditSummary
 from shared.artifacts.membership import AttackResult, MembershipSettings, MembershipSummary
 from shared.errors import AuditError
 from shared.stats import roc_auc, roc_curve
@@ -50,6 +51,7 @@ __all__ = [
     "run_membership_audit",
     "to_features",
     "tpr_at_fpr",
+    "with_membership",
 ]
 
 log = logging.getLogger("radshare.site.privacy")
@@ -252,3 +254,22 @@ def run_membership_audit(
         best.tpr_at_target_fpr, sets.members.size, sets.nonmembers.size,
     )  # fmt: skip
     return summary
+
+
+def with_membership(summary: AuditSummary, sample: Sampler, cache: ImageCache) -> AuditSummary:
+    """The memorisation audit's summary with the membership attacks added (same samples' seed
+    and count, same holdout; the other of val/test calibrates). Unchanged, with a warning,
+    when the cache lacks a split the attack needs."""
+    holdout = summary.settings.holdout_split
+    settings = MembershipSettings(
+        num_samples=summary.settings.num_samples,
+        sample_seed=summary.settings.sample_seed,
+        holdout_split=holdout,
+        reference_split="val" if holdout == "test" else "test",
+    )
+    try:
+        membership = run_membership_audit(sample, cache, settings)
+    except AuditError as error:
+        log.warning("membership audit skipped: %s", error)
+        return summary
+    return summary.model_copy(update={"membership": membership})
