@@ -150,8 +150,9 @@ def stage_small_labellers(work: Path, epochs: int, sites: list[str]) -> None:
 
 
 def _site_labels(work: Path, site: str) -> list[str]:
+    """The labels a site's archive can carry: its labeller's classes that have a threshold."""
     card = json.loads((work / f"site-{site}" / "labeller" / "export" / "labeller.json").read_text())
-    return list(card["labeller_config"]["class_names"])
+    return [c["name"] for c in card["classes"] if c["threshold_logit"] is not None]
 
 
 def stage_archives(work: Path, images_per_site: int, max_steps: int = 100) -> None:

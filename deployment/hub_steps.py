@@ -309,7 +309,14 @@ def federated_evaluate(
     table = out / "comparison.csv"
     if not table.is_file():
         raise StepFailedError(f"federated evaluation wrote no {table}")
-    return {"table": _comparison_rows(table), "report": str(out / "report.html")}
+    outputs: dict[str, Any] = {"table": _comparison_rows(table), "report": str(out / "report.html")}
+    answered = {row[1] for row in outputs["table"]["rows"]}
+    missing = [s.site_id for s in ctx.config.sites if s.site_id not in answered]
+    if missing:  # a site that did not answer: the next run evaluates again
+        outputs["_partial"] = (
+            f"no evaluation from site(s) {', '.join(missing)} (run the demo again)"
+        )
+    return outputs
 
 
 def _comparison_rows(path: Path) -> dict[str, Any]:

@@ -220,3 +220,19 @@ def test_finding_labels_follow_the_nih_convention():
     mask = acceptance_mask(torch.tensor([[0.0, 2.0], [1.0, -1.0]]), 1, 0.5)
     assert mask.tolist() == [True, False]
     assert acceptance_mask(torch.zeros(3, 2), None, None).all()
+
+
+def test_overshoot_goes_past_the_threshold_before_retiring():
+    G, L = ToyG(), ToyLabeller()
+    plain = ClassOptimisationSettings(batch_size=8, max_steps=200, plateau_patience_steps=50)
+    over = ClassOptimisationSettings(
+        batch_size=8, max_steps=200, plateau_patience_steps=50, overshoot_logit=0.3
+    )
+    starts = [make_start(t, 0, t % 4, -0.3, 2, plain) for t in range(8)]
+    a = {o.start.task: o for o in BatchedClassOptimiser(G, L, Z_DIM, plain).run(deque(starts))}
+    b = {o.start.task: o for o in BatchedClassOptimiser(G, L, Z_DIM, over).run(deque(starts))}
+    both = [t for t in a if isinstance(a[t], Converged) and isinstance(b[t], Converged)]
+    assert len(both) >= 4
+    for t in both:
+        assert b[t].logit >= starts[t].threshold_logit + 0.3 > a[t].logit - 0.3
+        assert b[t].steps >= a[t].steps

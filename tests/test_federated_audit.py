@@ -95,7 +95,10 @@ def test_site_reply_holds_aggregates_only_and_equals_the_local_audit(caches, G, 
     ).summary
     volatile = {"created", "seconds"}
     assert site_id == "a"
-    assert summary.model_dump(exclude=volatile) == local.model_dump(exclude=volatile)
+    # The reply adds the membership-inference attacks (site_node.privacy.membership).
+    assert summary.membership is not None and len(summary.membership.attacks) == 3
+    without = {*volatile, "membership"}
+    assert summary.model_dump(exclude=without) == local.model_dump(exclude=without)
     # The panel stayed at the site, in the folder the site chose.
     panels = list((tmp_path / "panels").glob("*/nearest_pairs.png"))
     assert len(panels) == 1

@@ -26,6 +26,9 @@ def synthesize(
     lr: float = typer.Option(0.05, help="Adam step size in latent units"),
     max_steps: int = typer.Option(200, help="give a start up after this many steps"),
     plateau_steps: int = typer.Option(40, help="give up after this many steps without gain"),
+    overshoot: float = typer.Option(
+        0.0, help="optimise to T_c + overshoot logits (fewer rejected follow-ups); 0: as published"
+    ),
     sigma: float = typer.Option(0.2, help="local sampling: std of z* + N(0, sigma^2)"),
     hub: str | None = typer.Option(None, help="hub address host:port, to pull registry ids"),
     tls_dir: Path = typer.Option(Path("hub-data/tls"), help="ca.crt and <identity>.crt/.key"),
@@ -54,7 +57,7 @@ def synthesize(
         device=device,
         optimisation=ClassOptimisationSettings(
             batch_size=batch_size, learning_rate=lr, max_steps=max_steps,
-            plateau_patience_steps=plateau_steps,
+            plateau_patience_steps=plateau_steps, overshoot_logit=overshoot,
         ),
         sampling=LocalSamplingSettings(sigma=sigma, batch_size=batch_size),
         pull_dir=pull_dir,
@@ -79,6 +82,8 @@ def _puller(hub: str | None, tls_dir: Path, identity: str):
 
 
 def _run_with_progress(job):
+    import time
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from hub.synthesis.pipeline import run_synthesis
@@ -88,14 +93,33 @@ def _run_with_progress(job):
         TextColumn("{task.fields[rate]} images/s"), TimeElapsedColumn(),
     )  # fmt: skip
     with Progress(*columns) as bar:
-        task = bar.add_task("images", total=job.plan.requested_images, rate="-")
+        already = _images_written(job.options.out_dir)  # a resumed run starts part-way
+        task = bar.add_task("images", total=job.plan.requested_images, completed=already, rate="-")
+        began, done = time.perf_counter(), [0]
 
         def advance(num_images: int) -> None:
-            bar.advance(task, num_images)
-            speed = bar.tasks[task].speed
-            bar.update(task, rate="-" if speed is None else f"{speed:.1f}")
+            done[0] += num_images
+            rate = done[0] / max(time.perf_counter() - began, 1e-9)
+            bar.update(task, advance=num_images, rate=f"{rate:.2f}")
 
         return run_synthesis(job, advance)
+
+
+def _images_written(out: Path) -> int:
+    import json
+
+    journal = out / "journal.jsonl"
+    if not journal.is_file():
+        return 0
+    count = 0
+    for line in journal.read_text().splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue  # a torn last line
+        if event.get("event") == "patient":
+            count += len(event.get("images", []))
+    return count
 
 
 def _summary(manifest) -> str:

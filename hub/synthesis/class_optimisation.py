@@ -15,6 +15,10 @@ batch of ``B`` slots runs that loop together on one device:
   refilled from the queue of pending starts at once, so the device stays full;
 * the ascent is Adam with per-row moments and step counts, so a row's trajectory is the
   one it would have alone.
+
+``overshoot_logit`` (default 0, Algorithm 1 as published) makes a start go on to
+``T_c + overshoot`` before it retires; local sampling still keeps follow-ups at ``T_c``,
+so fewer of them fall below it (a latent that just crossed ``T_c`` sits on the boundary).
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ class ClassOptimisationSettings:
     truncation: float = 0.7
     severity_mean_logit: float = 1.0
     severity_std_logit: float = 1.0
+    overshoot_logit: float = 0.0  # converge at T_c + overshoot (0: Algorithm 1 as published)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_steps", "plateau_patience_steps"):
@@ -246,7 +251,7 @@ class BatchedClassOptimiser:
         improved = logit > slots.best[rows] + cfg.plateau_min_delta_logit
         slots.best[rows] = torch.where(improved, logit, slots.best[rows])
         slots.since_best[rows] = torch.where(improved, 0, slots.since_best[rows] + 1)
-        done = logit >= slots.threshold[rows]
+        done = logit >= slots.threshold[rows] + cfg.overshoot_logit
         stalled = slots.since_best[rows] >= cfg.plateau_patience_steps
         exhausted = slots.steps[rows] >= cfg.max_steps
         retire = done | stalled | exhausted
