@@ -21,6 +21,8 @@ from typing import IO, Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+import hub.pooling.bundle  # noqa: F401  (registers the classifier manifest kind)
+import shared.networks.labeller  # noqa: F401  (registers the labeller manifest kind)
 from hub.config import HubConfig
 from hub.pooling.store import ArchiveStore
 from hub.registry.base import ArtifactRegistry
