@@ -70,7 +70,8 @@ def train_run(
     options = TrainOptions(
         cache_dir=cache_dir, run_dir=run_dir, resolution_px=args.resolution, z_dim=64,
         fmap_base=512, fmap_max=64, use_minibatch_stddev=False,
-        kimg_per_phase=args.kimg_per_phase, batch_sizes={4: batch, 8: batch, 16: batch, 32: batch},
+        kimg_per_phase=args.kimg_per_phase, fade_kimg=args.fade_kimg,
+        batch_sizes={4: batch, 8: batch, 16: batch, 32: batch},
         tick_kimg=max(1.0, args.kimg_per_phase), sample_every_kimg=1e6, ema_halflife_kimg=0.5,
         accelerator="cpu", progress_bar=False, seed=args.seed, dp=dp,
     )  # fmt: skip
@@ -88,7 +89,6 @@ def attack(run_dir: Path, cache_dir: Path, args: argparse.Namespace) -> dict[str
 
     settings = MembershipSettings(
         num_samples=args.num_samples,
-        max_queries=args.members,
         distance_px=args.resolution,
         seed=args.seed,
     )
@@ -112,6 +112,7 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--kimg-per-phase", type=float, default=20.0)
+    parser.add_argument("--fade-kimg", type=float, default=None, help="default: kimg per phase")
     parser.add_argument("--epsilon", type=float, nargs="*", default=[10.0])
     parser.add_argument("--delta", type=float, default=1e-5)
     parser.add_argument("--num-samples", type=int, default=5000)

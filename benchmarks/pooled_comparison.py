@@ -37,6 +37,7 @@ log = logging.getLogger("radshare.bench.pooled_comparison")
 
 SITES = {"a": "cxr-site-a", "b": "cxr-site-b"}
 RESOLUTION_PX = 32
+MAX_ATTEMPTS = int(os.environ.get("RADSHARE_MAX_ATTEMPTS", "20"))  # class optimisation restarts
 SMALL_NETWORK = {"init_features": 16, "growth_rate": 8, "block_config": (2, 2, 2, 2)}
 ACCELERATOR = os.environ.get("RADSHARE_ACCELERATOR", "cpu")  # "gpu" on a machine with CUDA
 
@@ -176,6 +177,7 @@ def stage_archives(work: Path, images_per_site: int, max_steps: int = 100) -> No
                 optimisation=ClassOptimisationSettings(
                     max_steps=max_steps, plateau_patience_steps=20
                 ),
+                max_attempts_per_patient=MAX_ATTEMPTS,
             )
         )
         log.info("site %s: archive of %d images in %.0f s", site, images_per_site, time.time() - t0)

@@ -15,6 +15,7 @@ happened, each section saying what failed and why.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import functools
 import json
 import logging
@@ -25,7 +26,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from deployment import hub_steps, site_steps
 from deployment.config import DemoConfig, DemoSite, load_config
@@ -34,6 +35,7 @@ from deployment.layout import DemoLayout
 from deployment.report import write_demo_report
 from deployment.site_steps import DemoContext
 from deployment.state import DemoState, StepRecord
+from shared.errors import ConfigError, RadshareError
 from shared.logs import configure_logging
 
 __all__ = ["DemoOptions", "main", "run_demo"]
@@ -70,7 +72,9 @@ def run_demo(config: DemoConfig, options: DemoOptions | None = None) -> int:
     layout = DemoLayout(config.out_dir.resolve())
     started = time.monotonic()
 
-    # Lay out the output folder: a fresh run starts from nothing, a rerun resumes.
+    # Lay out the output folder: one demo at a time per folder; a fresh run starts from
+    # nothing, a rerun resumes.
+    lock = _lock(layout.out)
     if options.fresh and layout.out.exists():
         shutil.rmtree(layout.out)
     layout.logs.mkdir(parents=True, exist_ok=True)
@@ -122,7 +126,21 @@ def run_demo(config: DemoConfig, options: DemoOptions | None = None) -> int:
 
     # Write the report, whatever happened above, and say where it is.
     report = write_demo_report(ctx, state, elapsed_s=time.monotonic() - started)
-    return _finish(state, report, time.monotonic() - started)
+    code = _finish(state, report, time.monotonic() - started)
+    lock.close()
+    return code
+
+
+def _lock(out: Path) -> IO[str]:
+    """Hold ``.<out>.lock`` beside the output folder while this demo runs (ConfigError if taken)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(out.parent / f".{out.name}.lock", "w")  # noqa: SIM115 (held until the end)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ConfigError(f"{out}: another demo is running on this folder") from None
+    return handle
 
 
 def _step(
@@ -357,7 +375,11 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _exit_on_signal)
     config = build_config(args)
     options = DemoOptions(fresh=args.fresh, kill_site_during_audit=args.kill_site_during_audit)
-    sys.exit(run_demo(config, options))
+    try:
+        sys.exit(run_demo(config, options))
+    except RadshareError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

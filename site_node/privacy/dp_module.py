@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -62,13 +63,13 @@ log = logging.getLogger("radshare.site.privacy")
 _SAMPLING_STREAM, _NOISE_STREAM = 0x5A3F, 0xD15E
 
 
+@dataclass(frozen=True)
 class PrivacyPlan:
     """σ, the per-phase segments of the whole schedule, and the steps the budget allows."""
 
-    def __init__(self, noise_multiplier: float, segments: list[DPSegment], max_steps: int):
-        self.noise_multiplier = noise_multiplier
-        self.segments = segments
-        self.max_steps = max_steps
+    noise_multiplier: float
+    segments: list[DPSegment]
+    max_steps: int
 
 
 def plan_privacy(dp: DPOptions, schedule: ProgressSchedule, num_records: int) -> PrivacyPlan:

@@ -153,7 +153,7 @@ class QuerySets:
 
 
 def query_sets(cache: ImageCache, settings: MembershipSettings) -> QuerySets:
-    """Members (train), non-members (holdout), equal-sized random subsets; the reference.
+    """Members (train), non-members (holdout), each a random subset of at most ``max_queries``.
 
     Raises:
         AuditError: a split is empty, or the holdout and reference splits are the same.
@@ -166,10 +166,11 @@ def query_sets(cache: ImageCache, settings: MembershipSettings) -> QuerySets:
         sizes = dict(zip(splits, (train.size, holdout.size, reference.size), strict=True))
         raise AuditError(f"membership audit needs images in every split, got {sizes}")
     rng = np.random.default_rng(settings.seed)
-    num_queries = min(settings.max_queries, train.size, holdout.size)
     return QuerySets(
-        members=np.sort(rng.choice(train, num_queries, replace=False)),
-        nonmembers=np.sort(rng.choice(holdout, num_queries, replace=False)),
+        members=np.sort(rng.choice(train, min(settings.max_queries, train.size), replace=False)),
+        nonmembers=np.sort(
+            rng.choice(holdout, min(settings.max_queries, holdout.size), replace=False)
+        ),
         reference=np.sort(
             rng.choice(reference, min(settings.max_reference, reference.size), replace=False)
         ),
