@@ -96,7 +96,31 @@ def run_demo(config: DemoConfig, options: DemoOptions | None = None) -> int:
     for site in config.sites:
         _train_site(ctx, state, site)
 
-    # Start the consortium on loopback (every run): hub, SuperLink, one SuperNode per site.
+    # Start the consortium on loopback (on every run that still has work for it): hub,
+    # SuperLink, one SuperNode per site; then the steps that need them.
+    if _needs_services(ctx, state):
+        _consortium_steps(ctx, state, options)
+
+    # Write the report, whatever happened above, and say where it is.
+    report = write_demo_report(ctx, state, elapsed_s=time.monotonic() - started)
+    code = _finish(state, report, time.monotonic() - started)
+    lock.close()
+    return code
+
+
+def _needs_services(ctx: DemoContext, state: DemoState) -> bool:
+    """Whether a step that talks to the hub or the sites over the wire is not done yet."""
+    steps = ["hub.federated-audit", "hub.federated-evaluate", "hub.pool", "hub.classifiers"]
+    for site in ctx.config.sites:
+        key = f"site.{site.site_id}"
+        steps += [f"{key}.publish", f"{key}.publish-labeller", f"hub.pull.{site.site_id}"]
+        steps += [f"hub.pull-labeller.{site.site_id}", f"hub.synthesize.{site.site_id}"]
+    return not all(state.done(step) for step in steps)
+
+
+def _consortium_steps(ctx: DemoContext, state: DemoState, options: DemoOptions) -> None:
+    """Everything between starting the services and stopping them, in order."""
+    config, layout = ctx.config, ctx.layout
     with Consortium(
         layout.services,
         tls_dir=layout.tls,
@@ -123,12 +147,6 @@ def run_demo(config: DemoConfig, options: DemoOptions | None = None) -> int:
 
         # Evaluate every classifier federatedly on each site's real test split.
         _federated(ctx, state, consortium, "evaluate", None)
-
-    # Write the report, whatever happened above, and say where it is.
-    report = write_demo_report(ctx, state, elapsed_s=time.monotonic() - started)
-    code = _finish(state, report, time.monotonic() - started)
-    lock.close()
-    return code
 
 
 def _lock(out: Path) -> IO[str]:
@@ -373,10 +391,9 @@ def main(argv: list[str] | None = None) -> None:
     # SIGTERM stops like Ctrl+C: the running step is stopped, services are shut down, and
     # the step stays not done, so the next run redoes it.
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    config = build_config(args)
     options = DemoOptions(fresh=args.fresh, kill_site_during_audit=args.kill_site_during_audit)
     try:
-        sys.exit(run_demo(config, options))
+        sys.exit(run_demo(build_config(args), options))
     except RadshareError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

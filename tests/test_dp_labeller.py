@@ -92,6 +92,7 @@ def test_lightning_run_spends_the_target_epsilon(tmp_path) -> None:
     assert parameters.epsilon == pytest.approx(accountant.get_epsilon(delta=dp.delta), rel=1e-12)
     assert 2.0 - 0.02 <= parameters.epsilon <= 2.0
     assert parameters.max_grad_norm == 1.0 and parameters.delta == dp.delta
+    assert [(s.sample_rate, s.steps) for s in parameters.segments] == [(1 / len(train), 12)]
     changed = [
         not torch.equal(b, p) for b, p in zip(before, module.labeller.parameters(), strict=True)
     ]

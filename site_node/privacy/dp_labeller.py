@@ -34,8 +34,8 @@ from opacus.validators import ModuleValidator
 from torch import nn
 from torch.utils.data import DataLoader
 
+from shared.artifacts.manifest import DPParameters, DPSegment
 from shared.errors import ConfigError
-from shared.networks.labeller import DPParameters
 from site_node.privacy.accountant import noise_multiplier_for_budget
 from site_node.privacy.config import DPOptions
 
@@ -68,13 +68,20 @@ class PrivateTraining:
     dp: DPOptions
 
     def dp_parameters(self) -> DPParameters:
-        """The labeller card's ``dp``: ε spent so far at δ, σ, C and the accountant."""
+        """The labeller card's ``dp``: ε spent so far at δ, σ, C, the accountant and its
+        history as segments (what an auditor recomputes ε from)."""
+        segments = tuple(
+            DPSegment(noise_multiplier=sigma, sample_rate=q, steps=steps)
+            for sigma, q, steps in self.engine.accountant.history
+        )
         return DPParameters(
             epsilon=float(self.engine.get_epsilon(self.dp.delta)),
             delta=self.dp.delta,
             noise_multiplier=self.noise_multiplier,
             max_grad_norm=self.dp.max_grad_norm,
             accountant=self.dp.accountant,
+            target_epsilon=self.dp.target_epsilon,
+            segments=segments,
         )
 
 
