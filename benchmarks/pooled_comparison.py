@@ -59,7 +59,7 @@ def stage_sites(
 
     from site_node.labeller.train import LabellerTrainOptions, train_labeller
     from site_node.pggan.options import TrainOptions
-    from site_node.pggan.train import train
+    from site_node.pggan.train import resume_options, train
 
     for site in sites:
         folder = SITES[site]
@@ -76,7 +76,8 @@ def stage_sites(
                 accelerator=ACCELERATOR,
                 progress_bar=False,
             )
-            train(options)
+            resume = (run_dir / "checkpoints" / "last.ckpt").is_file()  # a stopped run goes on
+            train(resume_options(run_dir) if resume else options, resume=resume)
             log.info("site %s: PGGAN in %.0f s", site, time.time() - t0)
         lab_dir = work / f"site-{site}" / "labeller"
         if "labeller" in parts and not (lab_dir / "export" / "labeller.json").is_file():
