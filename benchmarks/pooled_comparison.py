@@ -127,17 +127,20 @@ def stage_small_labellers(work: Path, epochs: int, sites: list[str]) -> None:
         t0 = time.time()
         cache = build_site_cache(_sample_data() / SITES[site], work / f"site-{site}" / "cache")
         train = cache.labels("train")
-        names = [n for i, n in enumerate(cache.label_space) if train[:, i].sum() > 0]
+        # Every label of the cache (synthesis needs the generator's label space); the loss
+        # is masked to the labels the site annotated, the others get no threshold.
+        names = list(cache.label_space)
+        annotated = [n for i, n in enumerate(names) if train[:, i].sum() > 0]
         cfg = LabellerConfig(resolution_px=RESOLUTION_PX, class_names=tuple(names), **SMALL_NETWORK)
         recipe = TrainRecipe(max_epochs=epochs)
-        data, _ = training_set(cache, cfg, names)
-        net = train_real_classifier(cache, cfg, recipe, data, names)
+        data, _ = training_set(cache, cfg, annotated)
+        net = train_real_classifier(cache, cfg, recipe, data, annotated)
         logits = predict_split(net, cache.images(RESOLUTION_PX), cache.indices("val"))
         labels = split_labels(cache, "val", names)
         classes = []
         for c, name in enumerate(names):
             y, s = labels[:, c], logits[:, c]
-            ok = 0 < y.sum() < len(y)
+            ok = name in annotated and 0 < y.sum() < len(y)
             classes.append(
                 ClassMetrics(
                     name=name,
