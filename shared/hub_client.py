@@ -112,6 +112,26 @@ def error_from_rpc(error: grpc.RpcError, what: str) -> RadshareError:
     return cls(f"hub refused {what}: {code.name}: {details}")
 
 
+class _Guarded:
+    """Wraps a request iterator and keeps the exception it raised.
+
+    gRPC swallows an exception raised while iterating requests and reports only
+    ``UNKNOWN: Exception iterating requests!``; keeping it lets the caller raise
+    the real cause (an unreadable file, a failing progress callback).
+    """
+
+    def __init__(self, items: Iterator[PublishItem]):
+        self._items = items
+        self.error: BaseException | None = None
+
+    def __iter__(self) -> Iterator[PublishItem]:
+        try:
+            yield from self._items
+        except BaseException as error:
+            self.error = error
+            raise
+
+
 class HubClient:
     """A connection to one hub; every method is one (retried where safe) RPC."""
 
@@ -207,6 +227,7 @@ class HubClient:
             else self._stub.PublishArtifact
         )
         for attempt in range(self.retries + 1):
+            items: _Guarded | None = None
             try:
                 status = serde.upload_status_from_proto(
                     self._stub.GetUploadStatus(
@@ -214,10 +235,16 @@ class HubClient:
                     )
                 )
                 offsets = None if status.committed else status.received
-                items = self._items(PublishHeader(kind, manifest_json), files, offsets, on_chunk)
+                items = _Guarded(
+                    self._items(PublishHeader(kind, manifest_json), files, offsets, on_chunk)
+                )
                 reply = rpc(map(serde.publish_request_to_proto, items), timeout=self.timeout_s)
                 return serde.publish_result_from_proto(reply)
             except grpc.RpcError as error:
+                if (
+                    items is not None and items.error is not None
+                ):  # our own side failed (a file, a callback)
+                    raise items.error from error
                 if error.code() not in _RETRYABLE or attempt == self.retries:
                     raise error_from_rpc(error, f"publish of {artifact_id[:12]}…") from error
                 delay = min(self.backoff_s * 2**attempt, 5.0)

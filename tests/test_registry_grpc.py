@@ -322,6 +322,23 @@ def test_truncated_stream_is_refused_and_resumable(consortium, hub, bundle_a, tm
     assert staged_uploads(_root(hub)) == []
 
 
+def test_a_failure_on_the_sending_side_is_raised_as_itself(consortium, hub, bundle_a):
+    """gRPC turns a request-iterator exception into UNKNOWN; the client raises the real one."""
+
+    class ProgressBarBroke(RuntimeError):
+        pass
+
+    def broken_progress(name: str, offset: int) -> None:
+        if offset > 0:
+            raise ProgressBarBroke(f"progress callback failed at {name}@{offset}")
+
+    with consortium.client(hub.port, "site:a", retries=3, chunk_bytes=8192) as site:
+        with pytest.raises(ProgressBarBroke, match=r"generator.safetensors@8192"):
+            site.publish_bundle(bundle_a, on_chunk=broken_progress)
+    with consortium.client(hub.port, "operator") as operator:
+        assert operator.list() == []  # nothing committed
+
+
 def test_upload_over_size_limit_is_refused(consortium, hub, tmp_path):
     big = make_bundle(
         tmp_path / "big",

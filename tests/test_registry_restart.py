@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
@@ -108,7 +109,13 @@ def test_server_killed_mid_upload_then_client_resumes(tmp_path):
     restarts: list[int] = []  # [bytes the hub had staged when killed, len(sent) then]
 
     def staged_bytes() -> int:
-        return sum(part.stat().st_size for part in (root / "uploads").glob("*/*.part"))
+        """Bytes in committed-to staging folders (a ``.staging-*`` one may vanish mid-glob)."""
+        total = 0
+        for part in (root / "uploads").glob("*/*.part"):
+            if not part.parent.name.startswith("."):
+                with contextlib.suppress(FileNotFoundError):
+                    total += part.stat().st_size
+        return total
 
     def crash_halfway(name: str, offset: int) -> None:
         sent.append(offset)

@@ -156,8 +156,12 @@ class DPPGGANModule(PGGANModule):
         return [opt_G, self.dp_optimizer]
 
     def train_dataloader(self) -> DataLoader:
-        """The tick's step numbers, ending where the budget does (no skipped batches)."""
-        steps = self.schedule.steps_in_tick(self.tick_start_nimg, self.tick_nimg)
+        """The tick's remaining step numbers, ending where the budget does (none skipped:
+        a batch skipped by ``on_train_batch_start`` leaves Lightning without a batch size
+        for the tick report's epoch-end log). Counted from ``cur_nimg``, so a tick resumed
+        midway yields only its remaining steps."""
+        tick_end_nimg = min(self.tick_start_nimg + self.tick_nimg, self.schedule.total_nimg)
+        steps = self.schedule.steps_in_tick(self.cur_nimg, tick_end_nimg - self.cur_nimg)
         steps = min(steps, self.plan.max_steps - self.step)
         return DataLoader(_TickSteps(self.step, max(steps, 1)), batch_size=None)
 
