@@ -29,7 +29,6 @@ from shared.artifacts.bundle import (
 )
 from shared.artifacts.manifest import GeneratorManifest, LocalAuditSummary, parse_manifest
 from shared.artifacts.records import ArtifactKind, PublishResult
-from shared.artifacts.signing import parse_json_object
 from shared.errors import ArtifactError
 from shared.hub_client import HubClient
 
@@ -126,27 +125,29 @@ def build_generator_bundle(
     signing_key: Ed25519PrivateKey,
     out_dir: Path | None = None,
     weights: Path | None = None,
-    audit_summary: Path | None = None,
+    override_audit: str | None = None,
 ) -> tuple[Path, SignedManifest]:
     """Build (or reuse) the signed generator bundle of a finished run: (folder, manifest).
 
+    The pre-publication gate runs first (``site_node.audit.gate``): the run's latest
+    audit must have passed and have audited exactly these weights, unless
+    ``override_audit`` gives a reason, which is then signed into the manifest.
     ``weights`` overrides ``export/g_ema.safetensors`` (it must still be a
-    safetensors file holding G_ema only); ``audit_summary`` is a JSON
-    ``LocalAuditSummary`` to put in the manifest's privacy section.
-    Raises ArtifactError (missing export, foreign tensors), UnsafeArtifactError (not safetensors).
+    safetensors file holding G_ema only).
+    Raises AuditError (gate), ArtifactError (missing export, foreign tensors),
+    UnsafeArtifactError (not safetensors).
     """
+    from site_node.audit.gate import publication_audit
     from site_node.pggan.export import read_generator_export
 
     run_dir = Path(run_dir)
     export = read_generator_export(run_dir)
-    tensors = _read_weights(
-        weights or run_dir / "export" / "g_ema.safetensors", export.generator_config
-    )
-    audit = None
-    if audit_summary is not None:
-        raw = parse_json_object(Path(audit_summary).read_bytes(), where=str(audit_summary))
-        audit = LocalAuditSummary.model_validate(raw)
-    fields = generator_manifest_fields(export, site_id, audit)
+    weights_path = Path(weights or run_dir / "export" / "g_ema.safetensors")
+    tensors = _read_weights(weights_path, export.generator_config)
+    decision = publication_audit(run_dir, weights_path, override_reason=override_audit)
+    if decision.override_reason is not None:
+        log.warning("audit gate overridden: %s", decision.entry.method)
+    fields = generator_manifest_fields(export, site_id, decision.entry)
     out_dir = Path(out_dir or run_dir / BUNDLE_DIR)
     if out_dir.exists():
         signed = _reuse_existing(out_dir, fields, tensors, signing_key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,8 @@ from helpers_cache import build_site_cache
 from typer.testing import CliRunner
 
 from shared.artifacts.audit import AuditSummary, AuditVerdict, to_local_audit_summary
-from shared.errors import AuditError
+from shared.artifacts.bundle import read_bundle
+from shared.errors import AuditError, SignatureError
 from shared.networks.generator import Generator, GeneratorConfig
 from site_node.audit.gate import (
     AUDITED_WEIGHTS_FILE,
@@ -100,3 +102,43 @@ def test_gate_refuses_failed_missing_or_stale_audits_unless_overridden(audited_r
     assert decision.entry.method.startswith(f"override: {reason}")
     with pytest.raises(AuditError, match="10 characters"):
         publication_audit(tmp_path / "failed", weights, override_reason="ok")
+
+
+def _publish_bundle_only(run: Path, keys: Path, out: Path, *extra: str):
+    argv = ["publish", "--run", str(run), "--site", "a", "--key", str(keys / "site-a.ed25519")]
+    return CliRunner().invoke(app, [*argv, "--bundle-out", str(out), "--bundle-only", *extra])
+
+
+@pytest.mark.realdata
+def test_publish_command_enforces_the_gate_and_signs_an_override(audited_run, tmp_path):
+    run, summary = audited_run
+    keys = tmp_path / "keys"
+    assert CliRunner().invoke(app, ["keygen", "--site", "a", "--out", str(keys)]).exit_code == 0
+    fresh = tmp_path / "run"
+    shutil.copytree(run / "export", fresh / "export")  # the same weights, never audited
+    weights = fresh / "export" / WEIGHTS_NAME
+
+    refused = _publish_bundle_only(fresh, keys, tmp_path / "b0")
+    assert isinstance(refused.exception, AuditError) and "no audit" in str(refused.exception)
+    _write(fresh, "20260101T000000000000Z", summary, False, sha256_of(weights))
+    refused = _publish_bundle_only(fresh, keys, tmp_path / "b1")
+    assert isinstance(refused.exception, AuditError) and "FAILED" in str(refused.exception)
+    assert not (tmp_path / "b0").exists() and not (tmp_path / "b1").exists()
+
+    reason = "radiologist reviewed the 32 closest pairs: no patient recognisable"
+    done = _publish_bundle_only(fresh, keys, tmp_path / "b2", "--override-audit", reason)
+    assert done.exit_code == 0, done.output
+    entry = read_bundle(tmp_path / "b2", keys / "site-a.ed25519.pub").model.privacy.audit
+    assert (entry.passed, entry.override_reason) == (False, reason)
+    assert entry.metrics == to_local_audit_summary(summary).metrics  # the failed audit's numbers
+    manifest = tmp_path / "b2" / "manifest.json"  # the reason is covered by the signature
+    manifest.write_text(manifest.read_text().replace(reason, "nothing to see here, auditor"))
+    with pytest.raises(SignatureError):
+        read_bundle(tmp_path / "b2", keys / "site-a.ed25519.pub")
+
+    _write(fresh, "20260102T000000000000Z", summary, True, sha256_of(weights))
+    done = _publish_bundle_only(fresh, keys, tmp_path / "b3")
+    assert done.exit_code == 0, done.output
+    entry = read_bundle(tmp_path / "b3", keys / "site-a.ed25519.pub").model.privacy.audit
+    assert entry.passed and entry.override_reason is None
+    assert entry.metrics == to_local_audit_summary(summary).metrics

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from hub.cli import app as hub_app
 from hub.config import load_hub_config
 from hub.registry.server import start_server
-from shared.artifacts.bundle import GENERATOR_FILE, load_generator
+from shared.artifacts.bundle import GENERATOR_FILE, load_generator, read_bundle
 from shared.errors import ArtifactError, UnsafeArtifactError
 from shared.labels import NIH_LABELS
 from shared.networks.generator import Generator
@@ -34,6 +34,9 @@ from site_node.publish import build_generator_bundle
 pytestmark = pytest.mark.integration
 
 runner = CliRunner()
+#: These tests cover transport and content checks; the audit gate has its own tests
+#: (test_audit_gate.py), so they publish with a recorded override.
+OVERRIDE = "transport test: the audit gate is tested in test_audit_gate.py"
 FORBIDDEN = ("D.", "discriminator", "critic", "optim", "exp_avg", "state.", "data", "image", "real")
 
 
@@ -128,6 +131,8 @@ def publish(hub, run: Path, *extra: str) -> str:
         hub["address"],
         "--tls-dir",
         hub["tls"],
+        "--override-audit",
+        OVERRIDE,
         *extra,
     )
 
@@ -151,6 +156,8 @@ def test_operator_pulls_bit_identical_generator(trained_run, hub, tmp_path):
         hub["tls"],
     )
 
+    audit = read_bundle(pulled).model.privacy.audit  # type: ignore[attr-defined]
+    assert (audit.passed, audit.override_reason) == (False, OVERRIDE)  # signed, seen by the hub
     G_site = load_exported_generator(trained_run)  # the site's G_ema
     G_hub = load_generator(pulled)  # rebuilt from the manifest's config, no Lightning
     z = torch.randn(8, G_site.cfg.z_dim, generator=torch.Generator().manual_seed(123))
@@ -230,9 +237,11 @@ def test_run_without_ema_generator_is_refused(trained_run, tmp_path, hub):
     shutil.copytree(trained_run / "export", partial / "export")
     (partial / "export" / "g_ema.safetensors").unlink()
     with pytest.raises(ArtifactError, match="no EMA generator"):
-        build_generator_bundle(partial, site_id="a", signing_key=key)
+        build_generator_bundle(partial, site_id="a", signing_key=key, override_audit=OVERRIDE)
     with pytest.raises(ArtifactError, match="has the run finished"):
-        build_generator_bundle(tmp_path / "empty-run", site_id="a", signing_key=key)
+        build_generator_bundle(
+            tmp_path / "empty-run", site_id="a", signing_key=key, override_audit=OVERRIDE
+        )
     assert not (partial / "bundle").exists()
 
 
@@ -240,9 +249,11 @@ def test_changed_weights_never_overwrite_an_existing_bundle(trained_run, hub, tm
     key = load_site_signing_key(hub["key"])
     run = tmp_path / "run"
     shutil.copytree(trained_run / "export", run / "export")
-    _, first = build_generator_bundle(run, site_id="a", signing_key=key)
+    _, first = build_generator_bundle(run, site_id="a", signing_key=key, override_audit=OVERRIDE)
     assert (
-        build_generator_bundle(run, site_id="a", signing_key=key)[1].artifact_id
+        build_generator_bundle(run, site_id="a", signing_key=key, override_audit=OVERRIDE)[
+            1
+        ].artifact_id
         == first.artifact_id
     )
     G = load_exported_generator(run)
@@ -250,10 +261,10 @@ def test_changed_weights_never_overwrite_an_existing_bundle(trained_run, hub, tm
         next(iter(G.parameters())).add_(1.0)
     save_file(G.state_dict(), str(run / "export" / "g_ema.safetensors"))
     with pytest.raises(ArtifactError, match="different bundle is already there"):
-        build_generator_bundle(run, site_id="a", signing_key=key)
+        build_generator_bundle(run, site_id="a", signing_key=key, override_audit=OVERRIDE)
     assert (
-        build_generator_bundle(run, site_id="a", signing_key=key, out_dir=tmp_path / "v2")[
-            1
-        ].artifact_id
+        build_generator_bundle(
+            run, site_id="a", signing_key=key, out_dir=tmp_path / "v2", override_audit=OVERRIDE
+        )[1].artifact_id
         != first.artifact_id
     )

@@ -325,16 +325,18 @@ def test_truncated_stream_is_refused_and_resumable(consortium, hub, bundle_a, tm
 def test_a_failure_on_the_sending_side_is_raised_as_itself(consortium, hub, bundle_a):
     """gRPC turns a request-iterator exception into UNKNOWN; the client raises the real one."""
 
-    class ProgressBarBroke(RuntimeError):
+    class ProgressBarError(RuntimeError):
         pass
 
     def broken_progress(name: str, offset: int) -> None:
         if offset > 0:
-            raise ProgressBarBroke(f"progress callback failed at {name}@{offset}")
+            raise ProgressBarError(f"progress callback failed at {name}@{offset}")
 
-    with consortium.client(hub.port, "site:a", retries=3, chunk_bytes=8192) as site:
-        with pytest.raises(ProgressBarBroke, match=r"generator.safetensors@8192"):
-            site.publish_bundle(bundle_a, on_chunk=broken_progress)
+    with (
+        consortium.client(hub.port, "site:a", retries=3, chunk_bytes=8192) as site,
+        pytest.raises(ProgressBarError, match=r"generator.safetensors@8192"),
+    ):
+        site.publish_bundle(bundle_a, on_chunk=broken_progress)
     with consortium.client(hub.port, "operator") as operator:
         assert operator.list() == []  # nothing committed
 

@@ -203,6 +203,12 @@ class LocalAuditSummary(_Strict):
     metrics: dict[str, float] = Field(default_factory=dict)
     thresholds: dict[str, float] = Field(default_factory=dict)
     report_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    override_reason: str | None = Field(
+        None,
+        min_length=10,
+        max_length=500,
+        description="set when the site published despite a failed, stale or missing audit",
+    )
 
 
 class PrivacySummary(_Strict):

@@ -8,7 +8,8 @@ and ``panel/`` (pixels; stays here). :func:`publication_audit` reads the latest 
 * returns its manifest entry if it passed and audited the weights being published;
 * raises :class:`~shared.errors.AuditError` if it failed, is missing, or audited other
   weights — unless an override reason is given, which then travels in the manifest
-  entry (``method`` ``override`` and the reason), signed with the rest.
+  entry (``passed`` false, ``override_reason``, ``method`` ``override: ...``), signed
+  with the rest, so the hub and every auditor see that the gate was overridden.
 """
 
 from __future__ import annotations
@@ -90,15 +91,16 @@ class GateDecision:
 def _override(reason: str, why: str, audit: LocalAuditSummary | None) -> GateDecision:
     if len(reason.strip()) < 10:
         raise AuditError(f"--override-audit {reason!r}: give a reason of 10 characters or more")
-    metrics = dict(audit.metrics) if audit else {}
+    reason = reason.strip()[:500]
     entry = LocalAuditSummary(
         passed=False,
-        method=f"override: {reason.strip()[:300]} ({why})",
-        metrics=metrics,
+        method=f"override: {reason[:300]} ({why})",
+        metrics=dict(audit.metrics) if audit else {},
         thresholds=dict(audit.thresholds) if audit else {},
         report_sha256=audit.report_sha256 if audit else None,
+        override_reason=reason,
     )
-    return GateDecision(entry, reason.strip())
+    return GateDecision(entry, reason)
 
 
 def publication_audit(

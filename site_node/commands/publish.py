@@ -20,13 +20,19 @@ def publish(
     weights: Path | None = typer.Option(
         None, help="G_ema safetensors to publish instead of export/g_ema.safetensors"
     ),
-    audit_summary: Path | None = typer.Option(
-        None, help="JSON LocalAuditSummary to put in the manifest's privacy section"
+    override_audit: str | None = typer.Option(
+        None,
+        "--override-audit",
+        help="publish despite a failed, stale or missing audit; the reason is signed into "
+        "the manifest for the hub and auditors to see",
     ),
     bundle_out: Path | None = typer.Option(None, help="bundle folder (default <run>/bundle)"),
     bundle_only: bool = typer.Option(False, help="build and sign the bundle, do not upload"),
 ) -> None:
-    """Publish a trained generator (G_ema only, signed) to the consortium hub; example:
+    """Publish a trained generator (G_ema only, signed) to the consortium hub.
+
+    Refused unless the run's latest ``radshare-site audit`` passed and audited exactly
+    these weights; its numbers (never pixels) go into the signed manifest. Example:
 
     radshare-site publish --run runs/a1 --site a --key keys/site-a.ed25519
     --hub hub.example.org:50051 --tls-dir certs
@@ -41,7 +47,7 @@ def publish(
         signing_key=load_site_signing_key(key),
         out_dir=bundle_out,
         weights=weights,
-        audit_summary=audit_summary,
+        override_audit=override_audit,
     )
     typer.echo(f"bundle {bundle_dir}: id {signed.artifact_id}")
     if bundle_only:
