@@ -5,7 +5,7 @@ SuperLink and SuperNodes as real processes on loopback), ``processes`` (child pr
 with tagged logs), ``flower`` (SuperNode keys, ``flwr`` connection and runs), ``config``
 (pydantic models of the YAML files in ``configs/``), ``state`` (the demo's resumable
 record), ``layout`` (its folders), ``site_steps`` / ``hub_steps`` (one function per step),
-``commands`` (a step as a process), ``tasks`` (stand-ins for verbs not yet in the CLIs),
+``commands`` (a step as a process),
 ``report`` (the HTML report). Container files, systemd units and guides live beside them.
 """
 

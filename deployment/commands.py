@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import logging
 import subprocess
-import sys
 import threading
 import time
 from collections import deque
@@ -22,7 +21,7 @@ from pathlib import Path
 from deployment.processes import die_with_parent, service_env, tag_line, tool
 from shared.errors import RadshareError
 
-__all__ = ["StepFailedError", "has_verb", "python_task", "run_command"]
+__all__ = ["StepFailedError", "has_verb", "run_command"]
 
 log = logging.getLogger("radshare.deployment.demo")
 
@@ -42,11 +41,6 @@ def has_verb(program: str, verb: str) -> bool:
         return False
     names = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
     return verb in names
-
-
-def python_task(*args: str) -> list[str]:
-    """``python -m deployment.tasks ARGS`` with this interpreter."""
-    return [sys.executable, "-m", "deployment.tasks", *args]
 
 
 def _pump(stream, sink, component: str, tail: deque[str]) -> None:

@@ -12,7 +12,7 @@
     <out>/hub/pool/  hub/classifiers/     pooled archive; classifier runs
     <out>/hub/federated/                  federated audit and evaluation results (aggregates)
     <out>/sites/<site>/                   everything that never leaves a hospital:
-        data/ cache/ keys/ tls/ runs/pggan/ runs/labeller/ audit/
+        data/ cache/ keys/ tls/ runs/pggan/ (audits/ inside) runs/labeller/
     <out>/report/index.html               the report
 """
 
@@ -54,10 +54,6 @@ class SiteLayout:
     @property
     def labeller_run(self) -> Path:
         return self.root / "runs" / "labeller"
-
-    @property
-    def audit(self) -> Path:
-        return self.root / "audit"
 
     @property
     def signing_key(self) -> Path:

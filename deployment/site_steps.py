@@ -1,22 +1,24 @@
 """What each site does in the demo, one function per step, each a ``radshare-site`` process.
 
 Every function takes the demo context and one site, runs the verb a hospital's IT would
-run (or its stand-in in :mod:`deployment.tasks` until the verb lands), and returns the
-step's outputs for ``state.json``: paths and aggregate numbers, never an identifier.
+run, and returns the step's outputs for ``state.json``: paths and aggregate numbers,
+never an identifier.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deployment.commands import StepFailedError, has_verb, python_task, run_command
+from deployment.commands import StepFailedError, run_command
 from deployment.config import DemoConfig, DemoSite, ProfileSettings
 from deployment.layout import DemoLayout, SiteLayout
+from site_node.audit.gate import SUMMARY_FILE, latest_audit
 
 __all__ = [
     "DemoContext",
@@ -29,6 +31,8 @@ __all__ = [
     "train_labeller",
     "train_pggan",
 ]
+
+log = logging.getLogger("radshare.demo")
 
 
 @dataclass(frozen=True)
@@ -201,25 +205,27 @@ def _macro_auc(card: dict[str, Any]) -> float | None:
 
 
 def local_audit(ctx: DemoContext, site: DemoSite) -> dict[str, Any]:
-    """The pre-publication memorisation audit at the site; only its numbers are kept."""
+    """The pre-publication memorisation audit at the site; only its numbers are kept.
+
+    ``radshare-site audit`` writes a new ``<run>/audits/<UTC stamp>/`` folder; the
+    publish step's gate reads the latest one.
+    """
     paths, s = ctx.site(site), ctx.settings
-    out = _fresh(paths.audit)
-    args = ["--run", str(paths.pggan_run), "--cache", str(paths.cache), "--out", str(out)]
-    args += ["--num-samples", str(s.audit_num_generated), "--seed", str(ctx.config.seed)]
-    if has_verb("radshare-site", "audit"):
-        argv = ["radshare-site", "audit", *args, "--num-permutations", "999"]
-        argv += ["--device", "cuda" if s.accelerator == "gpu" else "cpu"]
-        if (paths.labeller_run / "export" / "labeller.json").is_file():
-            argv += ["--labeller", str(paths.labeller_run / "export")]
-    else:
-        argv = python_task("audit", *args)
+    argv = ["radshare-site", "audit", "--run", str(paths.pggan_run), "--cache", str(paths.cache)]
+    argv += ["--num-samples", str(s.audit_num_generated), "--seed", str(ctx.config.seed)]
+    argv += ["--num-permutations", "999", "--device", "cuda" if s.accelerator == "gpu" else "cpu"]
+    if (paths.labeller_run / "export" / "labeller.json").is_file():
+        argv += ["--labeller", str(paths.labeller_run / "export")]
     ctx.run(site, "local audit", argv)
-    summary = json.loads((out / "summary.json").read_text())
-    local = out / "local_summary.json"
+    out = latest_audit(paths.pggan_run)
+    if out is None:
+        raise StepFailedError(f"site {site.site_id}: the audit wrote no summary")
+    summary = json.loads((out / SUMMARY_FILE).read_text())
     return {
-        "summary": str(out / "summary.json"),
-        "local_summary": str(local) if local.is_file() else None,
+        "folder": str(out),
+        "summary": str(out / SUMMARY_FILE),
         "passed": summary.get("verdict", {}).get("passed"),
+        "reasons": summary.get("verdict", {}).get("reasons", []),
         "histogram": summary.get("best_ssim_histogram"),
         "near_copies": summary.get("near_copy_count"),
     }
@@ -247,8 +253,13 @@ def publish(
         "--tls-dir",
         str(paths.tls),
     ]
-    if audit.get("local_summary"):
-        argv += ["--audit-summary", str(audit["local_summary"])]
+    argv += ["--bundle-out", str(paths.pggan_run / f"bundle-{Path(audit['folder']).name}")]
+    if not audit.get("passed"):  # the gate would refuse; the demo says so and overrides
+        reasons = "; ".join(audit.get("reasons", [])) or "no verdict"
+        log.warning(
+            "site %s: local audit flagged (%s); publishing with override", site.site_id, reasons
+        )
+        argv += ["--override-audit", f"demo walkthrough at demo settings; audit flagged: {reasons}"]
     lines = run_command(
         f"site-{site.site_id}",
         argv,
@@ -262,13 +273,10 @@ def publish(
 
 
 def publish_labeller(ctx: DemoContext, site: DemoSite, hub_address: str) -> dict[str, Any]:
-    """Sign the site's labeller as a bundle and upload it; its artifact id.
-
-    ``radshare-site publish`` publishes generators only, so this runs the stand-in
-    ``python -m deployment.tasks publish-labeller`` (same signing key, same mTLS identity).
-    """
+    """Sign the site's labeller as a bundle and upload it (``radshare-site publish-labeller``)."""
     paths = ctx.site(site)
-    argv = python_task(
+    argv = [
+        "radshare-site",
         "publish-labeller",
         "--export",
         str(paths.labeller_run / "export"),
@@ -282,7 +290,7 @@ def publish_labeller(ctx: DemoContext, site: DemoSite, hub_address: str) -> dict
         str(paths.tls),
         "--bundle-out",
         str(paths.labeller_run / "bundle"),
-    )
+    ]
     lines = run_command(
         f"site-{site.site_id}",
         argv,

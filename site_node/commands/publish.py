@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-__all__ = ["publish"]
+__all__ = ["publish", "publish_labeller"]
 
 
 def publish(
@@ -54,5 +54,43 @@ def publish(
         return
     with HubClient(hub, ClientTLS.from_dir(tls_dir, f"site:{site}")) as client:
         result = client.publish_bundle(bundle_dir)
+    state = "published" if result.created else "already published"
+    typer.echo(f"{state}: {result.artifact.artifact_id} ({result.artifact.size_bytes} bytes)")
+
+
+def publish_labeller(
+    export: Path = typer.Option(..., help="labeller training export (labeller.json + weights)"),
+    site: str = typer.Option(..., help="this site's id"),
+    key: Path = typer.Option(..., help="the site's Ed25519 private key (radshare-site keygen)"),
+    hub: str = typer.Option("127.0.0.1:50051", help="hub address host:port"),
+    tls_dir: Path = typer.Option(
+        Path("certs"), help="folder with ca.crt and site-<id>.crt/.key (radshare-hub certs)"
+    ),
+    bundle_out: Path | None = typer.Option(
+        None, help="bundle folder (default <export>/../bundle; reused when complete)"
+    ),
+) -> None:
+    """Publish the site's labeller (weights, class names, thresholds, AUCs; signed) to the hub.
+
+    The hub needs a labeller for class optimisation. Example:
+
+    radshare-site publish-labeller --export runs/labeller/export --site a
+    --key keys/site-a.ed25519 --hub hub.example.org:50051 --tls-dir certs
+    """
+    import shutil
+
+    from shared.hub_client import ClientTLS, HubClient
+    from shared.networks.labeller import load_labeller_export, write_labeller_bundle
+    from site_node.keys import load_site_signing_key
+
+    bundle_out = Path(bundle_out or Path(export).parent / "bundle")
+    if not (bundle_out / "manifest.json").is_file():
+        if bundle_out.exists():  # an interrupted attempt
+            shutil.rmtree(bundle_out)
+        labeller, card = load_labeller_export(export)
+        write_labeller_bundle(bundle_out, labeller, card, site, load_site_signing_key(key))
+    typer.echo(f"bundle {bundle_out}")
+    with HubClient(hub, ClientTLS.from_dir(tls_dir, f"site:{site}")) as client:
+        result = client.publish_bundle(bundle_out)
     state = "published" if result.created else "already published"
     typer.echo(f"{state}: {result.artifact.artifact_id} ({result.artifact.size_bytes} bytes)")
