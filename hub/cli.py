@@ -14,6 +14,7 @@ import typer
 from hub.commands import (
     audit,
     audit_dp,
+    audit_reports,
     certs,
     evaluate,
     list_artifacts,
@@ -41,6 +42,7 @@ app = typer.Typer(
 # Command registrations (one line per verb; keep sorted by verb).
 app.command("audit")(audit.audit)
 app.command("audit-dp")(audit_dp.audit_dp)
+app.command("audit-reports")(audit_reports.audit_reports)
 app.command("certs")(certs.certs)
 app.command("evaluate")(evaluate.evaluate)
 app.command("list")(list_artifacts.list_artifacts)

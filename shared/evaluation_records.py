@@ -79,6 +79,11 @@ class RareClassSetting(BaseModel):
     keep_fraction: float = Field(default=0.05, gt=0, le=1)
     strategy: Literal["none", "oversample", "synthetic"] = "none"
     seed: int = 0
+    unit: Literal["images", "patients"] = Field(
+        default="images",
+        description="keep_fraction of the positive images, or of the positive patients "
+        "(all positive images of a kept patient stay, those of the others go)",
+    )
 
 
 class EvaluationRequest(BaseModel):

@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import logging
 import os
@@ -29,6 +30,7 @@ from typing import Any
 
 import grpc
 
+from shared.artifacts.audit import AuditReport
 from shared.artifacts.records import (
     ArtifactKind,
     ArtifactSummary,
@@ -304,6 +306,33 @@ class HubClient:
         except grpc.RpcError as error:
             raise error_from_rpc(error, f"GetManifest {artifact_id}") from error
         return serde.manifest_reply_from_proto(reply)
+
+    # Audit reports.
+
+    def put_audit_report(self, report: AuditReport) -> bool:
+        """Store a memorisation audit report at the hub (operators); False if already stored.
+
+        The hub validates it and keeps every report (a re-audit adds one). Its
+        ``generator_id`` must name a published generator (NotFoundError otherwise).
+        """
+        try:
+            reply = self._stub.PutAuditReport(serde.put_audit_report_to_proto(report), timeout=60.0)
+        except grpc.RpcError as error:
+            raise error_from_rpc(
+                error, f"PutAuditReport {report.generator_id[:12]} site {report.site_id}"
+            ) from error
+        return bool(reply.created)
+
+    def audit_reports(
+        self, generator_id: str, site_id: str | None = None
+    ) -> builtins.list[AuditReport]:
+        """A generator's audit reports (id or 8+ hex prefix), newest first (operators, auditors)."""
+        request = serde.audit_reports_request_to_proto(generator_id, site_id)
+        try:
+            reply = self._stub.ListAuditReports(request, timeout=60.0)
+        except grpc.RpcError as error:
+            raise error_from_rpc(error, f"ListAuditReports {generator_id}") from error
+        return serde.audit_reports_from_proto(reply)
 
     def pull(self, artifact_id: str, out_dir: Path, kind: ArtifactKind | None = None) -> Path:
         """Download a bundle into ``out_dir`` (must not exist); verifies hashes and signature.

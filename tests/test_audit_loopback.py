@@ -2,10 +2,12 @@
 
 Processes: an mTLS hub (in this process), a TLS SuperLink with SuperNode
 authentication and two SuperNodes (site a: site A's cache, site b: site B's cache).
-Site a audits its generator locally, publishes it with the audit's summary in the
-manifest; the operator pulls it; ``flwr run hub/flower/app`` sends ``query.audit``
-to both sites (b audits a's generator against its own data: cross-site leakage);
-the hub writes one AuditReport per site and a readable report.
+Site a audits its generator locally, publishes it (publish puts the run's latest
+audit in the manifest); the operator pulls it; ``flwr run hub/flower/app`` sends
+``query.audit`` to both sites (b audits a's generator against its own data:
+cross-site leakage); the hub writes one AuditReport per site and a readable report,
+the operator stores the reports at the hub as ``radshare-hub audit`` does, and an
+auditor reads them back over gRPC while a site is refused.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ from typer.testing import CliRunner
 
 from deployment.flower import run_app
 from deployment.launcher import Consortium
-from hub.audit.report import read_audit_reports
+from hub.audit.report import read_audit_reports, upload_audit_reports
 from hub.cli import app as hub_app
 from hub.config import load_hub_config
 from hub.registry.server import start_server
 from shared.artifacts.bundle import read_bundle
+from shared.errors import PermissionDeniedError
+from shared.hub_client import ClientTLS, HubClient
 from shared.networks.generator import Generator, GeneratorConfig
-from site_node.audit.gate import LOCAL_SUMMARY_FILE, latest_audit
 from site_node.cli import app as site_app
 from site_node.pggan.export import export_generator
 
@@ -57,7 +60,7 @@ def test_published_generator_is_audited_at_both_sites(site_a, site_b, tmp_path):
     server = start_server(load_hub_config(None, root=root, port=0, tls_dir=tls))
     hub = f"127.0.0.1:{server.port}"
     try:
-        # Site a: a generator, its local audit, then publishing with the audit's summary.
+        # Site a: a generator, its local audit, then publishing (the audit goes in the manifest).
         caches = {
             "a": build_site_cache(site_a, tmp_path / "cache-a", resolutions_px=(32,)),
             "b": build_site_cache(site_b, tmp_path / "cache-b", resolutions_px=(32,)),
@@ -66,10 +69,9 @@ def test_published_generator_is_audited_at_both_sites(site_a, site_b, tmp_path):
         export_generator(tmp_path / "run", Generator(GEN_CFG).eval(), training={}, data={})
         invoke(site_app, "audit", "--run", tmp_path / "run", "--cache", caches["a"].path,
                "--num-samples", 16, "--num-permutations", 99, "--panel-samples", 0)  # fmt: skip
-        local_summary = latest_audit(tmp_path / "run") / LOCAL_SUMMARY_FILE  # type: ignore[operator]
         output = invoke(site_app, "publish", "--run", tmp_path / "run", "--site", "a",
-                        "--key", keys / "site-a.ed25519", "--hub", hub, "--tls-dir", tls,
-                        "--audit-summary", local_summary)  # fmt: skip
+                        "--key", keys / "site-a.ed25519", "--hub", hub,
+                        "--tls-dir", tls)  # fmt: skip
         artifact_id = output.split("published: ")[1].split()[0]
         pulled = tmp_path / "pulled"
         invoke(hub_app, "pull", artifact_id, "--out", pulled, "--hub", hub, "--tls-dir", tls)
@@ -102,6 +104,22 @@ def test_published_generator_is_audited_at_both_sites(site_a, site_b, tmp_path):
                 timeout_s=600,
             )
         assert run.completed, (run, (tmp_path / "logs" / "audit-run.log").read_text()[-3000:])
+
+        # The operator stores the reports at the hub (radshare-hub audit's upload path);
+        # an auditor reads them through the gRPC API; a site's identity is refused.
+        written = read_audit_reports(out)
+        with HubClient(hub, ClientTLS.from_dir(tls, "operator")) as operator:
+            assert upload_audit_reports(operator, written) == {"a": True, "b": True}
+        with HubClient(hub, ClientTLS.from_dir(tls, "auditor")) as auditor:
+            stored = auditor.audit_reports(artifact_id[:12])
+        assert sorted(r.site_id for r in stored) == ["a", "b"]
+        for report in stored:
+            assert report.model_dump() == written[report.site_id].model_dump()
+        with HubClient(hub, ClientTLS.from_dir(tls, "site:b"), retries=0) as site_b_client:
+            with pytest.raises(PermissionDeniedError):
+                site_b_client.audit_reports(artifact_id)
+            with pytest.raises(PermissionDeniedError):
+                site_b_client.put_audit_report(written["b"])
     finally:
         server.stop(grace_s=None)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 import torch
+from helpers_audit import make_report
 
 from hub.registry import handlers
 from hub.registry.auth import Action, Caller, Role, authorize, parse_identity
@@ -135,6 +136,43 @@ class TestRegistryContract:
         with pytest.raises(NotFoundError):
             registry.open_file(ID, "g.safetensors")
 
+    def test_audit_reports_are_kept_newest_first(self, registry):
+        upload, data = _upload()
+        registry.stage(upload)
+        registry.append(ID, "g.safetensors", 0, data)
+        registry.commit(_record(upload, data))
+        old, new = make_report(ID, "a"), make_report(ID, "a", hours=5, near_copies=1)
+        other = make_report(ID, "b", hours=2)
+        for report in (new, other, old):
+            assert registry.put_audit_report(report, "operator")
+        assert registry.put_audit_report(old, "operator") is False  # identical: idempotent
+        assert registry.audit_reports(ID) == [new, other, old]
+        assert registry.audit_reports(ID, site_id="a") == [new, old]
+        assert (
+            registry.audit_reports(ID, site_id="c") == []
+            and registry.audit_reports("cd" * 32) == []
+        )
+        with pytest.raises(RegistryError, match="never replaced"):
+            registry.put_audit_report(make_report(ID, "a", hours=5), "operator")
+        with pytest.raises(NotFoundError, match="no artifact"):
+            registry.put_audit_report(make_report("cd" * 32, "a", hours=9), "operator")
+        assert registry.audit_reports(ID) == [new, other, old]
+
+
+def test_sqlite_registry_without_the_reports_table_gains_it_on_open(tmp_path):
+    registry = SqliteRegistry(tmp_path / "reg")
+    upload, data = _upload()
+    registry.stage(upload)
+    registry.append(ID, "g.safetensors", 0, data)
+    registry.commit(_record(upload, data))
+    with sqlite3.connect(tmp_path / "reg" / "registry.sqlite3") as db:  # a pre-reports registry
+        db.execute("DROP TABLE audit_reports")
+    reopened = SqliteRegistry(tmp_path / "reg")
+    assert reopened.find(ID) is not None
+    report = make_report(ID, "a")
+    assert reopened.put_audit_report(report, "operator")
+    assert SqliteRegistry(tmp_path / "reg").audit_reports(ID) == [report]
+
 
 def _rows(root: Path) -> list[tuple]:
     with sqlite3.connect(root / "registry.sqlite3") as db:
@@ -191,13 +229,19 @@ def test_role_matrix():
     authorize(site, Action.PUBLISH, site_id="a")
     with pytest.raises(PermissionDeniedError, match="only as site 'a', not 'b'"):
         authorize(site, Action.PUBLISH, site_id="b")
-    for action in (Action.LIST, Action.PULL, Action.READ_MANIFEST):
+    for action in (
+        Action.LIST,
+        Action.PULL,
+        Action.READ_MANIFEST,
+        Action.READ_REPORT,
+        Action.WRITE_REPORT,
+    ):
         with pytest.raises(PermissionDeniedError):
             authorize(site, action)
         authorize(operator, action)
     for action in (Action.LIST, Action.READ_MANIFEST, Action.READ_REPORT):
         authorize(auditor, action)
-    for action in (Action.PUBLISH, Action.PULL, Action.RUN_JOB):
+    for action in (Action.PUBLISH, Action.PULL, Action.RUN_JOB, Action.WRITE_REPORT):
         with pytest.raises(PermissionDeniedError):
             authorize(auditor, action)
     with pytest.raises(PermissionDeniedError):
@@ -332,6 +376,28 @@ def test_handler_refusals_discard_staging(hub_state, tmp_path):
     with pytest.raises(PermissionDeniedError):
         handlers.list_artifacts(site, state)
     assert state.registry.blobs == {}
+
+
+def test_handler_audit_reports_check_role_before_reading_bytes(hub_state, tmp_path):
+    state, key = hub_state
+    manifest, data = _bundle(tmp_path, key)
+    generator_id = handlers.publish(
+        parse_identity("site:a"), _items(manifest, data), state
+    ).artifact.artifact_id
+    operator, auditor = parse_identity("operator"), parse_identity("auditor")
+    report = make_report(generator_id, "a")
+    for identity in ("site:a", "site:b", "auditor"):
+        with pytest.raises(PermissionDeniedError, match="may not write_report"):
+            handlers.put_audit_report(parse_identity(identity), state, b"not json")
+    for identity in ("site:a", "site:b"):
+        with pytest.raises(PermissionDeniedError, match="may not read_report"):
+            handlers.audit_reports(parse_identity(identity), state, generator_id)
+    with pytest.raises(ArtifactError, match="report_json: field '\\(report\\)'"):
+        handlers.put_audit_report(operator, state, b"not json")
+    assert handlers.put_audit_report(operator, state, report.model_dump_json().encode())
+    assert handlers.audit_reports(auditor, state, generator_id[:8]) == [report]
+    with pytest.raises(NotFoundError, match="no artifact"):
+        handlers.audit_reports(auditor, state, "cd" * 32)
 
 
 def test_directory_keyring_registers_and_refuses_silent_replacement(tmp_path):

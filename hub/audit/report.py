@@ -7,6 +7,20 @@ Layout written by :func:`write_audit_reports` (numbers only; the hub never had p
     <out>/report.md                  verdicts, tests and the histograms, one section per site
 
 :func:`read_audit_reports` loads the JSON files back (validated), for the registry or a reader.
+
+The hub stores every report (``radshare-hub audit`` calls :func:`upload_audit_reports`
+as the operator) and serves them over gRPC (``shared/proto/radshare_hub.proto``):
+
+* ``PutAuditReport`` (operators): one AuditReport's JSON; the hub validates it
+  (INVALID_ARGUMENT naming the field), refuses a generator id it has not published
+  (NOT_FOUND) and keeps earlier reports: a re-audit adds one, keyed by generator,
+  site and ``received``;
+* ``ListAuditReports`` (operators, auditors): a generator's reports (full id or 8+
+  hex prefix, optionally one site's), newest first.
+
+Sites may do neither (PERMISSION_DENIED). Auditors read them with
+``radshare-hub audit-reports --generator ID [--site S] [--out DIR]``
+(``HubClient.audit_reports``).
 """
 
 from __future__ import annotations
@@ -15,10 +29,19 @@ import itertools
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shared.artifacts.audit import AuditReport, AuditSummary, NearestSplitTest
 
-__all__ = ["read_audit_reports", "render_markdown", "write_audit_reports"]
+if TYPE_CHECKING:
+    from shared.hub_client import HubClient
+
+__all__ = [
+    "read_audit_reports",
+    "render_markdown",
+    "upload_audit_reports",
+    "write_audit_reports",
+]
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -143,3 +166,12 @@ def read_audit_reports(out: Path) -> dict[str, AuditReport]:
         path.stem: AuditReport.model_validate_json(path.read_text())
         for path in sorted((Path(out) / "reports").glob("*.json"))
     }
+
+
+def upload_audit_reports(client: HubClient, reports: Mapping[str, AuditReport]) -> dict[str, bool]:
+    """Store each site's report at the hub (``PutAuditReport``, operator identity).
+
+    Returns, per site, whether the hub stored it now (False: this exact report
+    was stored before, e.g. by an earlier, interrupted upload).
+    """
+    return {site: client.put_audit_report(reports[site]) for site in sorted(reports)}

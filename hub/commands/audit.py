@@ -42,12 +42,14 @@ def audit(
 
     Each site audits the generator against its own data (also another site's
     generator: cross-site leakage) and answers with numbers only. Writes
-    OUT/reports/<site>.json (AuditReport), OUT/best_ssim_<site>.png and OUT/report.md.
+    OUT/reports/<site>.json (AuditReport), OUT/best_ssim_<site>.png and OUT/report.md,
+    then stores each report at the hub (as --identity), where auditors read them
+    (``radshare-hub audit-reports``).
 
     \b
       radshare-hub audit --generator 3f9a1c07 --sites all --out audits/3f9a1c07
     """
-    from hub.audit.report import read_audit_reports
+    from hub.audit.report import read_audit_reports, upload_audit_reports
     from shared.errors import ConfigError, FederationError
     from shared.hub_client import ClientTLS, HubClient
 
@@ -71,3 +73,7 @@ def audit(
         state = "passed" if report.summary.passed else "FLAGGED"
         typer.echo(f"site {site}: {state}, {report.summary.near_copy_count} near copies")
     typer.echo(f"report: {out / 'report.md'}")
+    with HubClient(hub, ClientTLS.from_dir(tls_dir, identity)) as client:
+        stored = upload_audit_reports(client, reports)
+    for site, created in stored.items():
+        typer.echo(f"site {site}: report stored at the hub" + ("" if created else " (already)"))

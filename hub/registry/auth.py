@@ -7,8 +7,9 @@ Every client certificate names one identity, in a SAN URI ``radshare:<identity>`
 identity               role      may
 =====================  ========  ==============================================
 ``site:<id>``          site      publish, only artifacts whose manifest says ``<id>``
-``operator[:<name>]``  operator  list, pull weights, read manifests and reports, run jobs
-``auditor[:<name>]``   auditor   list, read manifests and reports
+``operator[:<name>]``  operator  list, pull weights, read manifests, read and store audit
+                                 reports, run jobs
+``auditor[:<name>]``   auditor   list, read manifests and audit reports
 =====================  ========  ==============================================
 
 Anything else is refused: no identity → UNAUTHENTICATED (at the servicer),
@@ -62,6 +63,7 @@ class Action(StrEnum):
     PULL = "pull"
     READ_MANIFEST = "read_manifest"
     READ_REPORT = "read_report"
+    WRITE_REPORT = "write_report"
     RUN_JOB = "run_job"
 
 
@@ -69,7 +71,14 @@ class Action(StrEnum):
 ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
     Role.SITE: frozenset({Action.PUBLISH}),
     Role.OPERATOR: frozenset(
-        {Action.LIST, Action.PULL, Action.READ_MANIFEST, Action.READ_REPORT, Action.RUN_JOB}
+        {
+            Action.LIST,
+            Action.PULL,
+            Action.READ_MANIFEST,
+            Action.READ_REPORT,
+            Action.WRITE_REPORT,
+            Action.RUN_JOB,
+        }
     ),
     Role.AUDITOR: frozenset({Action.LIST, Action.READ_MANIFEST, Action.READ_REPORT}),
 }

@@ -1,8 +1,10 @@
 """The registry interface every storage backend implements (SQLite+blobs, in-memory, ...).
 
-A registry holds two things: *staged uploads* (bytes received so far, kept
-across restarts so a client can resume) and *committed artifacts* (an
-immutable row per content-hash id, its files in content-addressed storage).
+A registry holds three things: *staged uploads* (bytes received so far, kept
+across restarts so a client can resume), *committed artifacts* (an
+immutable row per content-hash id, its files in content-addressed storage) and
+*audit reports* (every ``AuditReport`` stored for a committed generator, keyed by
+generator, auditing site and ``received``; a re-audit adds one, none is replaced).
 It stores and retrieves; it does not judge: the handlers verify hashes,
 signatures and tensors before they call ``commit``. ``tests/test_registry_contract.py``
 runs every implementation through the same contract.
@@ -10,14 +12,31 @@ runs every implementation through the same contract.
 
 from __future__ import annotations
 
+import builtins
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import BinaryIO
 
+from shared.artifacts.audit import AuditReport
 from shared.artifacts.records import ArtifactKind, ArtifactSummary
 from shared.errors import NotFoundError
 
-__all__ = ["ArtifactRecord", "ArtifactRegistry", "GeneratorRegistry", "StagedUpload"]
+__all__ = [
+    "ArtifactRecord",
+    "ArtifactRegistry",
+    "GeneratorRegistry",
+    "StagedUpload",
+    "received_key",
+]
+
+
+def received_key(report: AuditReport) -> str:
+    """``report.received`` as sortable UTC ISO text (a naive time is taken as UTC)."""
+    received = report.received
+    if received.tzinfo is None:
+        received = received.replace(tzinfo=UTC)
+    return received.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 @dataclass(frozen=True)
@@ -106,6 +125,24 @@ class ArtifactRegistry(ABC):
     @abstractmethod
     def open_file(self, artifact_id: str, file_name: str) -> BinaryIO:
         """Read one file of a committed artifact; NotFoundError if absent."""
+
+    # Audit reports.
+
+    @abstractmethod
+    def put_audit_report(self, report: AuditReport, submitted_by: str) -> bool:
+        """Store ``report`` for the committed artifact ``report.generator_id`` (exact id).
+
+        Returns True, or False if a report with the same generator, site and
+        ``received`` is stored already and is identical (idempotent); a different
+        report under that key is a RegistryError, an uncommitted id a NotFoundError.
+        Either refusal leaves the stored reports unchanged.
+        """
+
+    @abstractmethod
+    def audit_reports(
+        self, generator_id: str, site_id: str | None = None
+    ) -> builtins.list[AuditReport]:
+        """Reports stored for this exact artifact id (and site, when given), newest first."""
 
     def get(self, artifact_id: str) -> ArtifactRecord:
         """The committed artifact with this id or unique prefix (>= 8 hex digits); NotFoundError."""

@@ -14,6 +14,9 @@ request is judged on happens here, in this order for a publish:
 
 A refusal in 2–4 discards the staged bytes; a stream that simply stops keeps
 them, so the client can resume (``upload_status``).
+
+Audit reports: the role is checked before the request's bytes are parsed; a stored
+report names a committed generator by its full id.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from hub.pooling.store import ARCHIVE_MANIFEST, ArchiveStore, archive_stream
 from hub.registry.auth import Action, Caller, Role, authorize
 from hub.registry.base import ArtifactRecord, ArtifactRegistry, StagedUpload
 from hub.registry.keyring import Keyring
+from shared.artifacts.audit import AuditReport, parse_audit_report
 from shared.artifacts.bundle import SignedManifest, check_bundle_file
 from shared.artifacts.records import (
     ArchiveChunk,
@@ -59,11 +63,13 @@ __all__ = [
     "HubLimits",
     "HubState",
     "UploadGate",
+    "audit_reports",
     "get_artifact",
     "get_manifest",
     "list_artifacts",
     "publish",
     "pull_archive",
+    "put_audit_report",
     "upload_status",
 ]
 
@@ -370,3 +376,36 @@ def pull_archive(
     )
     log.info("pull archive %s from %r by %s", full[:12], start_path or "start", caller.identity)
     return ArchiveHeader(full, ARCHIVE_MANIFEST, total, start_path, start_offset), chunks
+
+
+def put_audit_report(caller: Caller, state: HubState, report_json: bytes) -> bool:
+    """Validate and store one AuditReport (operators only); False if it was stored already.
+
+    The role is checked first, then the JSON (ArtifactError naming the field), then
+    that ``generator_id`` (full id or unique prefix) is a committed generator
+    (NotFoundError); the report is stored under the generator's full id.
+    """
+    authorize(caller, Action.WRITE_REPORT)
+    report = parse_audit_report(report_json, where="PutAuditReport report_json")
+    record = _record(state, report.generator_id, ArtifactKind.GENERATOR)
+    if report.generator_id != record.artifact_id:
+        report = report.model_copy(update={"generator_id": record.artifact_id})
+    created = state.registry.put_audit_report(report, caller.identity)
+    log.info(
+        "audit report of %s by site %s (received %s) from %s: %s",
+        record.artifact_id[:12],
+        report.site_id,
+        report.received.isoformat(timespec="seconds"),
+        caller.identity,
+        "stored" if created else "already stored",
+    )
+    return created
+
+
+def audit_reports(
+    caller: Caller, state: HubState, generator_id: str, *, site_id: str | None = None
+) -> list[AuditReport]:
+    """A generator's reports (full id or unique prefix), newest first; one site's if given."""
+    authorize(caller, Action.READ_REPORT)
+    record = _record(state, generator_id, ArtifactKind.GENERATOR)
+    return state.registry.audit_reports(record.artifact_id, site_id or None)

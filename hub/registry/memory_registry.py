@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import builtins
 import io
 import threading
 from typing import BinaryIO
 
-from hub.registry.base import ArtifactRecord, ArtifactRegistry, StagedUpload
+from hub.registry.base import ArtifactRecord, ArtifactRegistry, StagedUpload, received_key
+from shared.artifacts.audit import AuditReport
 from shared.artifacts.records import ArtifactKind, ArtifactSummary
 from shared.errors import NotFoundError, RegistryError
 
@@ -23,6 +25,8 @@ class InMemoryRegistry(ArtifactRegistry):
         self._records: dict[str, ArtifactRecord] = {}
         self._order: list[str] = []
         self.blobs: dict[str, bytes] = {}
+        #: (generator_id, site_id, received) → (report, submitted_by)
+        self.reports: dict[tuple[str, str, str], tuple[AuditReport, str]] = {}
 
     def stage(self, upload: StagedUpload) -> StagedUpload:
         with self._lock:
@@ -119,3 +123,30 @@ class InMemoryRegistry(ArtifactRegistry):
             if info.name == file_name:
                 return io.BytesIO(self.blobs[info.sha256])
         raise NotFoundError(f"artifact {artifact_id[:12]}… has no file {file_name!r}")
+
+    def put_audit_report(self, report: AuditReport, submitted_by: str) -> bool:
+        key = (report.generator_id, report.site_id, received_key(report))
+        with self._lock:
+            if report.generator_id not in self._records:
+                raise NotFoundError(f"no artifact with id {report.generator_id!r}")
+            existing = self.reports.get(key)
+            if existing is not None:
+                if existing[0].model_dump_json() != report.model_dump_json():
+                    raise RegistryError(
+                        f"a different report of site {report.site_id!r} received {key[2]} is "
+                        f"stored for {report.generator_id[:12]}…; reports are never replaced"
+                    )
+                return False
+            self.reports[key] = (report, submitted_by)
+        return True
+
+    def audit_reports(
+        self, generator_id: str, site_id: str | None = None
+    ) -> builtins.list[AuditReport]:
+        with self._lock:
+            keys = [
+                k for k in self.reports if k[0] == generator_id and (not site_id or k[1] == site_id)
+            ]
+            keys.sort(key=lambda k: k[1])
+            keys.sort(key=lambda k: k[2], reverse=True)  # newest first; sites in order on a tie
+            return [self.reports[k][0] for k in keys]

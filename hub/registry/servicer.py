@@ -195,6 +195,21 @@ class HubServicer(pb_grpc.RadshareHubServicer):
 
         return _stream_archive(context, _call(context, run))
 
+    def PutAuditReport(self, request, context):
+        def run(caller: Caller) -> pb.PutAuditReportResponse:
+            created = handlers.put_audit_report(caller, self.state, request.report_json)
+            return pb.PutAuditReportResponse(created=created)
+
+        return _call(context, run)
+
+    def ListAuditReports(self, request, context):
+        def run(caller: Caller) -> pb.AuditReportsResponse:
+            generator_id, site_id = serde.audit_reports_request_from_proto(request)
+            reports = handlers.audit_reports(caller, self.state, generator_id, site_id=site_id)
+            return serde.audit_reports_to_proto(reports)
+
+        return _call(context, run)
+
 
 def _stream_archive(
     context: grpc.ServicerContext, items: Iterator[Any]

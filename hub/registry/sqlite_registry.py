@@ -2,7 +2,7 @@
 
 Layout under ``root``::
 
-    registry.sqlite3                     artifacts + artifact_files tables (WAL)
+    registry.sqlite3                     artifacts, artifact_files, audit_reports tables (WAL)
     blobs/<ab>/<sha256>                  committed files, read-only, shared by content
     uploads/<artifact_id>/upload.json    a staged upload: kind, site, declared sizes, start time
     uploads/<artifact_id>/manifest.json  its signed manifest, as received
@@ -12,6 +12,9 @@ A commit moves each staged file into the blob store (fsync + rename), then
 inserts the rows in one transaction; if the transaction fails, the blobs it
 placed are removed again, so a failed commit leaves no orphan. Commits are
 serialised by a lock; one server process per root (the server holds a lock file).
+
+Opening a root creates missing tables (``CREATE TABLE IF NOT EXISTS``), so a
+registry made before audit reports existed gains ``audit_reports`` on its next start.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from hub.registry.base import ArtifactRecord, ArtifactRegistry, StagedUpload
+from hub.registry.base import ArtifactRecord, ArtifactRegistry, StagedUpload, received_key
 from hub.registry.blobstore import BlobStore
+from shared.artifacts.audit import AuditReport, parse_audit_report
 from shared.artifacts.records import ArtifactKind, ArtifactSummary, FileInfo
 from shared.errors import NotFoundError, RegistryError
 
@@ -61,6 +65,14 @@ CREATE TABLE IF NOT EXISTS artifact_files (
   sha256 TEXT NOT NULL,
   size_bytes INTEGER NOT NULL,
   PRIMARY KEY (artifact_id, name)
+);
+CREATE TABLE IF NOT EXISTS audit_reports (
+  generator_id TEXT NOT NULL REFERENCES artifacts (artifact_id),
+  site_id TEXT NOT NULL,
+  received TEXT NOT NULL,
+  report_json BLOB NOT NULL,
+  submitted_by TEXT NOT NULL,
+  PRIMARY KEY (generator_id, site_id, received)
 );
 """
 _COLUMNS = (
@@ -279,6 +291,52 @@ class SqliteRegistry(ArtifactRegistry):
             if info.name == file_name:
                 return self.blobs.open(info.sha256)
         raise NotFoundError(f"artifact {artifact_id[:12]}… has no file {file_name!r}")
+
+    # Audit reports.
+
+    def put_audit_report(self, report: AuditReport, submitted_by: str) -> bool:
+        key = (report.generator_id, report.site_id, received_key(report))
+        data = report.model_dump_json().encode()
+        with self._transaction() as db:
+            found = db.execute(
+                "SELECT 1 FROM artifacts WHERE artifact_id = ?", (report.generator_id,)
+            ).fetchone()
+            if found is None:
+                raise NotFoundError(f"no artifact with id {report.generator_id!r}")
+            row = db.execute(
+                "SELECT report_json FROM audit_reports "
+                "WHERE generator_id = ? AND site_id = ? AND received = ?",
+                key,
+            ).fetchone()
+            if row is not None:
+                if bytes(row[0]) != data:
+                    raise RegistryError(
+                        f"a different report of site {report.site_id!r} received {key[2]} is "
+                        f"stored for {report.generator_id[:12]}…; reports are never replaced"
+                    )
+                return False
+            db.execute(
+                "INSERT INTO audit_reports "
+                "(generator_id, site_id, received, report_json, submitted_by) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (*key, data, submitted_by),
+            )
+        return True
+
+    def audit_reports(
+        self, generator_id: str, site_id: str | None = None
+    ) -> builtins.list[AuditReport]:
+        query, args = "SELECT report_json FROM audit_reports WHERE generator_id = ?", [generator_id]
+        if site_id:
+            query, args = query + " AND site_id = ?", [*args, site_id]
+        with closing(self._connect()) as db:
+            rows = db.execute(query + " ORDER BY received DESC, site_id", args).fetchall()
+        return [
+            parse_audit_report(
+                bytes(row[0]), where=f"{self.db_path}: audit report of {generator_id}"
+            )
+            for row in rows
+        ]
 
     def referenced_blobs(self) -> set[str]:
         """Every sha256 some committed artifact references."""

@@ -29,9 +29,17 @@ import hashlib
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from shared.artifacts.membership import MembershipSummary
+from shared.errors import ArtifactError
 
 if TYPE_CHECKING:  # the manifest pulls in torch; import it only where it is used
     from shared.artifacts.manifest import LocalAuditSummary
@@ -47,6 +55,7 @@ __all__ = [
     "Histogram",
     "NearestSplitTest",
     "audit_report",
+    "parse_audit_report",
     "summary_sha256",
     "to_local_audit_summary",
 ]
@@ -217,6 +226,19 @@ class AuditReport(_Strict):
 def audit_report(generator_id: str, site_id: str, summary: AuditSummary) -> AuditReport:
     """Wrap a site's summary for the hub's store (the registry calls this on a Flower reply)."""
     return AuditReport(generator_id=generator_id, site_id=site_id, summary=summary)
+
+
+def parse_audit_report(data: bytes | str, *, where: str = "audit report") -> AuditReport:
+    """Validate an AuditReport's JSON; ArtifactError naming the first failing fields and values."""
+    try:
+        return AuditReport.model_validate_json(data)
+    except ValidationError as error:
+        parts = []
+        for item in error.errors()[:3]:
+            field = ".".join(str(p) for p in item["loc"]) or "(report)"
+            value = repr(item.get("input"))[:80]
+            parts.append(f"field {field!r}: {item['msg']} (value {value})")
+        raise ArtifactError(f"{where}: " + "; ".join(parts)) from error
 
 
 def summary_sha256(summary: AuditSummary) -> str:

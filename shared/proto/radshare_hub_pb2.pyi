@@ -179,3 +179,29 @@ class PullArchiveResponse(_message.Message):
     header: ArchiveHeader
     chunk: ArchiveChunk
     def __init__(self, header: _Optional[_Union[ArchiveHeader, _Mapping]] = ..., chunk: _Optional[_Union[ArchiveChunk, _Mapping]] = ...) -> None: ...
+
+class PutAuditReportRequest(_message.Message):
+    __slots__ = ("report_json",)
+    REPORT_JSON_FIELD_NUMBER: _ClassVar[int]
+    report_json: bytes
+    def __init__(self, report_json: _Optional[bytes] = ...) -> None: ...
+
+class PutAuditReportResponse(_message.Message):
+    __slots__ = ("created",)
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    created: bool
+    def __init__(self, created: _Optional[bool] = ...) -> None: ...
+
+class AuditReportsRequest(_message.Message):
+    __slots__ = ("generator_id", "site_id")
+    GENERATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    SITE_ID_FIELD_NUMBER: _ClassVar[int]
+    generator_id: str
+    site_id: str
+    def __init__(self, generator_id: _Optional[str] = ..., site_id: _Optional[str] = ...) -> None: ...
+
+class AuditReportsResponse(_message.Message):
+    __slots__ = ("report_json",)
+    REPORT_JSON_FIELD_NUMBER: _ClassVar[int]
+    report_json: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, report_json: _Optional[_Iterable[bytes]] = ...) -> None: ...

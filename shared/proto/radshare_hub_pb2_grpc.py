@@ -79,6 +79,16 @@ class RadshareHubStub:
                 request_serializer=shared_dot_proto_dot_radshare__hub__pb2.PullArchiveRequest.SerializeToString,
                 response_deserializer=shared_dot_proto_dot_radshare__hub__pb2.PullArchiveResponse.FromString,
                 _registered_method=True)
+        self.PutAuditReport = channel.unary_unary(
+                '/radshare.hub.v1.RadshareHub/PutAuditReport',
+                request_serializer=shared_dot_proto_dot_radshare__hub__pb2.PutAuditReportRequest.SerializeToString,
+                response_deserializer=shared_dot_proto_dot_radshare__hub__pb2.PutAuditReportResponse.FromString,
+                _registered_method=True)
+        self.ListAuditReports = channel.unary_unary(
+                '/radshare.hub.v1.RadshareHub/ListAuditReports',
+                request_serializer=shared_dot_proto_dot_radshare__hub__pb2.AuditReportsRequest.SerializeToString,
+                response_deserializer=shared_dot_proto_dot_radshare__hub__pb2.AuditReportsResponse.FromString,
+                _registered_method=True)
 
 
 class RadshareHubServicer:
@@ -141,6 +151,20 @@ class RadshareHubServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutAuditReport(self, request, context):
+        """Memorisation audit reports per generator and auditing site (store: operators;
+        read: operators and auditors; sites: neither).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditReports(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RadshareHubServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -188,6 +212,16 @@ def add_RadshareHubServicer_to_server(servicer, server):
                     servicer.PullArchive,
                     request_deserializer=shared_dot_proto_dot_radshare__hub__pb2.PullArchiveRequest.FromString,
                     response_serializer=shared_dot_proto_dot_radshare__hub__pb2.PullArchiveResponse.SerializeToString,
+            ),
+            'PutAuditReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutAuditReport,
+                    request_deserializer=shared_dot_proto_dot_radshare__hub__pb2.PutAuditReportRequest.FromString,
+                    response_serializer=shared_dot_proto_dot_radshare__hub__pb2.PutAuditReportResponse.SerializeToString,
+            ),
+            'ListAuditReports': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditReports,
+                    request_deserializer=shared_dot_proto_dot_radshare__hub__pb2.AuditReportsRequest.FromString,
+                    response_serializer=shared_dot_proto_dot_radshare__hub__pb2.AuditReportsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -433,6 +467,60 @@ class RadshareHub:
             '/radshare.hub.v1.RadshareHub/PullArchive',
             shared_dot_proto_dot_radshare__hub__pb2.PullArchiveRequest.SerializeToString,
             shared_dot_proto_dot_radshare__hub__pb2.PullArchiveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutAuditReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/radshare.hub.v1.RadshareHub/PutAuditReport',
+            shared_dot_proto_dot_radshare__hub__pb2.PutAuditReportRequest.SerializeToString,
+            shared_dot_proto_dot_radshare__hub__pb2.PutAuditReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditReports(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/radshare.hub.v1.RadshareHub/ListAuditReports',
+            shared_dot_proto_dot_radshare__hub__pb2.AuditReportsRequest.SerializeToString,
+            shared_dot_proto_dot_radshare__hub__pb2.AuditReportsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,8 +5,9 @@ Functions come in pairs, ``x_to_proto`` / ``x_from_proto``, as in Flower's serde
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
+from shared.artifacts.audit import AuditReport, parse_audit_report
 from shared.artifacts.records import (
     ArchiveChunk,
     ArchiveHeader,
@@ -26,6 +27,10 @@ from shared.proto import radshare_hub_pb2 as pb
 __all__ = [
     "archive_item_from_proto",
     "archive_item_to_proto",
+    "audit_reports_from_proto",
+    "audit_reports_request_from_proto",
+    "audit_reports_request_to_proto",
+    "audit_reports_to_proto",
     "file_chunk_from_proto",
     "file_chunk_to_proto",
     "kind_from_proto",
@@ -38,6 +43,7 @@ __all__ = [
     "publish_result_to_proto",
     "pull_archive_request_from_proto",
     "pull_archive_request_to_proto",
+    "put_audit_report_to_proto",
     "summary_from_proto",
     "summary_to_proto",
     "upload_status_from_proto",
@@ -206,3 +212,31 @@ def archive_item_from_proto(message: pb.PullArchiveResponse) -> ArchiveHeader | 
         c = message.chunk
         return ArchiveChunk(c.path, int(c.offset), c.data)
     raise ArtifactError("PullArchive stream: a message has neither 'header' nor 'chunk'")
+
+
+def put_audit_report_to_proto(report: AuditReport) -> pb.PutAuditReportRequest:
+    """The report as JSON bytes; the hub validates them (``handlers.put_audit_report``)."""
+    return pb.PutAuditReportRequest(report_json=report.model_dump_json().encode())
+
+
+def audit_reports_request_to_proto(
+    generator_id: str, site_id: str | None = None
+) -> pb.AuditReportsRequest:
+    return pb.AuditReportsRequest(generator_id=generator_id, site_id=site_id or "")
+
+
+def audit_reports_request_from_proto(message: pb.AuditReportsRequest) -> tuple[str, str | None]:
+    """``(generator_id, site_id)``; an empty site id is None (every site)."""
+    return message.generator_id, message.site_id or None
+
+
+def audit_reports_to_proto(reports: Sequence[AuditReport]) -> pb.AuditReportsResponse:
+    return pb.AuditReportsResponse(report_json=[r.model_dump_json().encode() for r in reports])
+
+
+def audit_reports_from_proto(message: pb.AuditReportsResponse) -> list[AuditReport]:
+    """Each report validated (ArtifactError naming the field of one that is not a report)."""
+    return [
+        parse_audit_report(data, where=f"ListAuditReports report_json[{i}]")
+        for i, data in enumerate(message.report_json)
+    ]

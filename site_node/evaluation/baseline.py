@@ -6,10 +6,12 @@ here, inside the hospital; only its evaluation's aggregates leave. The epoch wit
 best validation macro AUC is kept.
 
 Rare-class experiment (:class:`~shared.evaluation_records.RareClassSetting`): keep
-``keep_fraction`` of one label's positive training images (at least one) and drop the
-rest, then train with that class as it is (``none``), with its kept positives repeated
-up to the original count (``oversample``), or with the synthetic images the hub sent
-added (``synthetic``).
+``keep_fraction`` of one label's positive training images, or of its positive patients
+(``unit="patients"``: every positive image of a kept patient), at least one, and drop
+the rest, then train with that class as it is (``none``), with its kept positives drawn
+again up to exactly the original positive count (``oversample``: whole copies, then a
+seeded draw without replacement for the remainder), or with the synthetic images the hub
+sent added (``synthetic``).
 """
 
 from __future__ import annotations
@@ -56,24 +58,41 @@ class TrainingSet:
 
 
 def rare_class_rows(
-    labels: np.ndarray, column: int, setting: RareClassSetting
+    labels: np.ndarray,
+    column: int,
+    setting: RareClassSetting,
+    patient_ids: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Row positions kept, and the kept positives' positions repeated for oversampling.
+    """Row positions kept, and the kept positives' positions drawn again for oversampling.
 
-    Returns ``(kept, repeats)``: ``kept`` drops all but ``keep_fraction`` of the class's
-    positives (at least one); ``repeats`` is empty unless the strategy is ``oversample``.
+    Returns ``(kept, repeats)``: ``kept`` drops all positives but ``keep_fraction`` of
+    them (of the positive images, or with ``setting.unit == "patients"`` every positive
+    image of ``keep_fraction`` of the positive patients, ``patient_ids`` per row); at
+    least one is kept. ``repeats`` is empty unless the strategy is ``oversample``; then
+    kept positives plus repeats number exactly the original positives.
     """
     positives = np.flatnonzero(labels[:, column] > 0)
     if len(positives) == 0:
         raise ConfigError(f"rare_class: the site's train split has no {setting.label!r} image")
-    num_keep = max(1, round(setting.keep_fraction * len(positives)))
-    keep = np.random.default_rng(setting.seed).choice(positives, size=num_keep, replace=False)
+    rng = np.random.default_rng(setting.seed)
+    if setting.unit == "patients":
+        if patient_ids is None or len(patient_ids) != len(labels):
+            raise ConfigError("rare_class unit 'patients' needs one patient id per train image")
+        patients = np.unique(np.asarray(patient_ids)[positives])
+        num_keep = max(1, round(setting.keep_fraction * len(patients)))
+        chosen = rng.choice(patients, size=num_keep, replace=False)
+        keep = positives[np.isin(np.asarray(patient_ids)[positives], chosen)]
+    else:
+        num_keep = max(1, round(setting.keep_fraction * len(positives)))
+        keep = np.sort(rng.choice(positives, size=num_keep, replace=False))
     dropped = np.setdiff1d(positives, keep)
     kept = np.setdiff1d(np.arange(len(labels)), dropped)
     if setting.strategy != "oversample":
         return kept, np.array([], dtype=np.int64)
-    copies = max(0, round(len(positives) / num_keep) - 1)
-    return kept, np.tile(np.sort(keep), copies)
+    missing = len(positives) - len(keep)
+    whole, rest = divmod(missing, len(keep))
+    extra = np.sort(rng.choice(keep, size=rest, replace=False))
+    return kept, np.concatenate([np.tile(keep, whole), extra]).astype(np.int64)
 
 
 def training_set(
@@ -93,10 +112,14 @@ def training_set(
     if rare is not None:
         if rare.label not in names:
             raise ConfigError(f"rare_class.label {rare.label!r} is not a class of {names}")
-        kept, repeats = rare_class_rows(labels, names.index(rare.label), rare)
+        patient_ids = cache.table.patient_id.to_numpy()[rows]
+        kept, repeats = rare_class_rows(labels, names.index(rare.label), rare, patient_ids)
         positions = np.concatenate([kept, repeats]).astype(np.int64)
         counts["rare_positives_before"] = int(labels[:, names.index(rare.label)].sum())
         counts["rare_positives_kept"] = int(labels[kept, names.index(rare.label)].sum())
+        positive = labels[:, names.index(rare.label)] > 0
+        counts["rare_patients_before"] = len(np.unique(patient_ids[positive]))
+        counts["rare_patients_kept"] = len(np.unique(patient_ids[kept][positive[kept]]))
         counts["oversampled_copies"] = len(repeats)
     images = np.asarray(images_at(cache, cfg.resolution_px))[rows[positions]]
     out = TrainingSet(images, labels[positions], mask[positions])
