@@ -279,4 +279,5 @@ def to_local_audit_summary(summary: AuditSummary) -> LocalAuditSummary:
         metrics=metrics,
         thresholds=thresholds,
         report_sha256=summary_sha256(summary),
+        override_reason=None,
     )
