@@ -243,11 +243,24 @@ def federated_audit(
             sites[site.site_id] = {"unavailable": str(error)[:300]}
             continue
         sites[site.site_id] = _audit_result(out, site.site_id)
+        if "report" in sites[site.site_id]:
+            sites[site.site_id]["stored_at_hub"] = _store_report(ctx, consortium, out)
     missing = [s for s, v in sites.items() if "histogram" not in v]
     outputs: dict[str, Any] = {"sites": sites}
     if missing:
         outputs["_partial"] = f"unavailable: {', '.join(missing)} (run the demo again)"
     return outputs
+
+
+def _store_report(ctx: DemoContext, consortium: Any, out: Path) -> bool:
+    """Store the site's AuditReport at the hub (operator identity), where auditors read it."""
+    from hub.audit.report import read_audit_reports, upload_audit_reports
+    from shared.hub_client import ClientTLS, HubClient
+
+    tls = ClientTLS.from_dir(ctx.layout.tls, "operator")
+    with HubClient(consortium.hub_address, tls) as client:
+        stored = upload_audit_reports(client, read_audit_reports(out))
+    return bool(stored)
 
 
 def _alive_nodes(consortium: Any) -> int:
