@@ -440,3 +440,25 @@ def test_torn_journal_tail_is_dropped(sources, tmp_path):
     state = writer.replay()
     assert state.failures == {1: 1}
     assert (tmp_path / "t" / JOURNAL_FILE).read_bytes().endswith(b'"plateau"}\n')
+
+
+def test_command_logs_progress_lines_and_writes_the_archive(sources, caplog):
+    """``radshare-hub synthesize`` off a terminal: progress as log lines, a complete archive."""
+    import logging
+
+    from typer.testing import CliRunner
+
+    from hub.cli import app
+
+    out = sources.parent / "cli-archive"
+    argv = ["synthesize", "--generator", str(sources / "gen"), "--labeller", str(sources / "lab")]
+    argv += ["--out", str(out), "--size", "60", "--labels", "balanced", "--seed", "3"]
+    argv += ["--device", "cpu", "--batch-size", "16", "--max-steps", "80", "--plateau-steps", "25"]
+    with caplog.at_level(logging.INFO, logger="radshare.hub.synthesis"):
+        result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("synthesize:")]
+    assert lines[0] == "synthesize: 0/60 images already written"
+    assert lines[-1].startswith("synthesize: 60/60 images")
+    table = pd.read_csv(out / "Data_Entry.csv")
+    assert len(table) == 60 and all((out / "images" / n).is_file() for n in table["Image Index"])

@@ -81,26 +81,46 @@ def _puller(hub: str | None, tls_dir: Path, identity: str):
     return pull
 
 
-def _run_with_progress(job):
+def _run_with_progress(job, log_every_s: float = 15.0):
+    """Run the job with a progress bar on a terminal, or a log line every ``log_every_s``."""
+    import logging
+    import sys
     import time
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from hub.synthesis.pipeline import run_synthesis
 
+    total, already = job.plan.requested_images, _images_written(job.options.out_dir)
+    began, done, last_log = time.perf_counter(), [0], [time.perf_counter()]
+    log = logging.getLogger("radshare.hub.synthesis")
+
+    def rate() -> float:
+        return done[0] / max(time.perf_counter() - began, 1e-9)
+
+    if not sys.stderr.isatty():  # a service or a demo log: plain progress lines
+
+        def log_progress(num_images: int) -> None:
+            done[0] += num_images
+            if time.perf_counter() - last_log[0] >= log_every_s or already + done[0] >= total:
+                last_log[0] = time.perf_counter()
+                log.info(
+                    "synthesize: %d/%d images, %.2f images/s", already + done[0], total, rate()
+                )
+
+        log.info("synthesize: %d/%d images already written", already, total)
+        return run_synthesis(job, log_progress)
+
     columns = (
         TextColumn("[bold]synthesize"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[rate]} images/s"), TimeElapsedColumn(),
     )  # fmt: skip
     with Progress(*columns) as bar:
-        already = _images_written(job.options.out_dir)  # a resumed run starts part-way
-        task = bar.add_task("images", total=job.plan.requested_images, completed=already, rate="-")
-        began, done = time.perf_counter(), [0]
+        task = bar.add_task("images", total=total, completed=already, rate="-")
 
         def advance(num_images: int) -> None:
             done[0] += num_images
-            rate = done[0] / max(time.perf_counter() - began, 1e-9)
-            bar.update(task, advance=num_images, rate=f"{rate:.2f}")
+            bar.update(task, advance=num_images, rate=f"{rate():.2f}")
 
         return run_synthesis(job, advance)
 

@@ -287,6 +287,7 @@ class _Run:
         self.writer.log_event(event)
         self.state.events.append(event)
         self.state.failures[start.task] += 1
+        self.progress(0)  # no image, but a heartbeat for progress lines
         if self.state.failures[start.task] >= self.job.options.max_attempts_per_patient:
             abandoned = {"event": "abandoned", "patient_id": start.task,
                          "target_class": event["target_class"]}  # fmt: skip
