@@ -228,7 +228,11 @@ class Consortium:
 
     def _superlink_healthy(self, port: int) -> bool:
         scheme = "https" if self.flower_tls else "http"
-        context = ssl.create_default_context(cafile=str(self.tls_dir / "ca.crt"))
+        context = (
+            ssl.create_default_context(cafile=str(self.tls_dir / "ca.crt"))
+            if self.flower_tls
+            else None  # --insecure-flower: no CA needed, none read
+        )
         url = f"{scheme}://{self.host}:{port}/health"
         with urllib.request.urlopen(url, timeout=2.0, context=context) as reply:
             return bool(reply.status == 200)
