@@ -23,7 +23,9 @@ federated ``evaluate.classifier`` ``train-real`` request does
 A fourth row, ``full``, is the reference: the same training on the unreduced split.
 ``--repeats R`` repeats everything with other kept patients (seed ``--seed + r``), another
 training seed (``r``) and another draw of archive images; a summary gives each
-condition's mean, SD and range of test AUCs over the repeats.
+condition's mean, SD and range of test AUCs over the repeats. Training is per epoch, so
+a bigger split also gets more optimiser steps; ``--matched-steps`` scales each
+condition's epochs to the steps the full split gets in ``--epochs`` (a control).
 
 The generator and labeller behind that archive are trained on the site's *full* train
 split (all positives): they stand in for the generator a hospital where the class is
@@ -124,25 +126,33 @@ def run_condition(args, cache, cfg, strategy: str, repeat: int, enrich) -> dict:
         TrainRecipe,
         evaluation_from_records,
     )
+    from site_node.evaluation.baseline import training_set
+    from site_node.evaluation.evaluate import annotated_labels
     from site_node.flower.evaluate_task import evaluate_classifier_task
 
+    rare = RareClassSetting(
+        label=args.label,
+        keep_fraction=1.0 if strategy == "full" else args.keep_fraction,
+        strategy="none" if strategy == "full" else strategy,
+        seed=args.seed + repeat,
+        unit="patients",
+    )
+    enrich = enrich if strategy == "synthetic" else None
+    epochs = args.epochs
+    if args.matched_steps:  # as many optimiser steps as the full split gets in --epochs
+        _, counts = training_set(cache, cfg, annotated_labels(cache), rare, enrich)
+        epochs = max(1, round(args.epochs * len(cache.indices("train")) / counts["train_images"]))
     request = EvaluationRequest(
         tag=f"rare:{strategy}",
         mode="train-real",
         labeller_config=cfg,
         num_resamples=args.resamples,
         seed=args.seed,
-        recipe=TrainRecipe(max_epochs=args.epochs, batch_size=args.batch_size, seed=repeat),
-        rare_class=RareClassSetting(
-            label=args.label,
-            keep_fraction=1.0 if strategy == "full" else args.keep_fraction,
-            strategy="none" if strategy == "full" else strategy,
-            seed=args.seed + repeat,
-            unit="patients",
-        ),
+        recipe=TrainRecipe(max_epochs=epochs, batch_size=args.batch_size, seed=repeat),
+        rare_class=rare,
     )
     t0 = time.time()
-    content = request_content(request, enrich=enrich if strategy == "synthetic" else None)
+    content = request_content(request, enrich=enrich)
     reply = evaluate_classifier_task(content, cache, site_id=args.site)
     evaluation = evaluation_from_records(reply)
     seconds = time.time() - t0
@@ -160,6 +170,7 @@ def run_condition(args, cache, cfg, strategy: str, repeat: int, enrich) -> dict:
     return {
         "condition": strategy,
         "repeat": repeat,
+        "epochs": epochs,
         "training": evaluation.training,
         "classes": classes,
         "seconds": round(seconds, 1),
@@ -179,12 +190,12 @@ def format_table(rows: list[dict], label: str) -> str:
     """Markdown: condition x class AUC [95% CI], images and positives used."""
     classes = [label, "No Finding"]
     head = (
-        "| condition | repeat | train images | real positives "
+        "| condition | repeat | epochs | train images | real positives "
         f"({label}) | positive rows incl. copies/synthetic | "
         + " | ".join(f"{c} AUC [95% CI]" for c in classes)
         + " |"
     )
-    lines = [head, "|" + "---|" * (5 + len(classes))]
+    lines = [head, "|" + "---|" * (6 + len(classes))]
     for row in rows:
         t = row["training"]
         cells = []
@@ -196,7 +207,7 @@ def format_table(rows: list[dict], label: str) -> str:
                 else f"{m['auc']:.3f} [{m['auc_low']:.3f}, {m['auc_high']:.3f}]"
             )
         lines.append(
-            f"| {row['condition']} | {row['repeat']} | {t['train_images']} | "
+            f"| {row['condition']} | {row['repeat']} | {row['epochs']} | {t['train_images']} | "
             f"{t['rare_positives_kept']} of {t['rare_positives_before']} "
             f"({t['rare_patients_kept']} of {t['rare_patients_before']} patients) | "
             f"{_rare_positives_trained(row)} | " + " | ".join(cells) + " |"
@@ -260,6 +271,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--labeller-epochs", type=int, default=6, help="labeller of synthesis")
     parser.add_argument("--epochs", type=int, default=15, help="classifier epochs per condition")
     parser.add_argument("--batch-size", type=int, default=32, help="classifier batch size")
+    parser.add_argument(
+        "--matched-steps",
+        action="store_true",
+        help="epochs per condition scaled to the optimiser steps of the full split",
+    )
     parser.add_argument(
         "--repeats", type=int, default=5, help="repeat r: kept patients seed+r, training seed r"
     )
