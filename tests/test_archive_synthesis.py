@@ -462,3 +462,33 @@ def test_command_logs_progress_lines_and_writes_the_archive(sources, caplog):
     assert lines[-1].startswith("synthesize: 60/60 images")
     table = pd.read_csv(out / "Data_Entry.csv")
     assert len(table) == 60 and all((out / "images" / n).is_file() for n in table["Image Index"])
+
+
+def test_archive_from_a_bundle_names_its_site_and_annotated_labels(sources, tmp_path):
+    """Pooling needs no ``--archive SITE=DIR --labels``: the archive's manifest says both."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from hub.pooling.archive import read_archive
+    from site_node.publish import build_generator_bundle
+
+    shutil.copytree(sources / "gen", tmp_path / "run" / "export")
+    key = Ed25519PrivateKey.generate()
+    bundle, _ = build_generator_bundle(
+        tmp_path / "run", site_id="a", signing_key=key, override_audit="synthesis test, no audit"
+    )
+    pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    (bundle / "signer.pub").write_bytes(pem)  # as in a bundle pulled from the hub
+    out = tmp_path / "archive"
+    manifest = synthesize(
+        _options(sources, out, generator=str(bundle), num_images=20, unlabelled=True)
+    )
+    callable_ = set(manifest.callable_classes)
+    assert manifest.site_id == "a"
+    assert manifest.annotated_labels == [n for n in NIH_LABELS if n in callable_ | {"No Finding"}]
+    source = read_archive(out)  # no site id or label list given
+    assert source.site_id == "a"
+    assert list(source.annotated_labels) == manifest.annotated_labels
+    assert not set(NOT_CALLABLE) & set(source.annotated_labels)

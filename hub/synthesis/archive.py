@@ -114,6 +114,8 @@ class ArchivePlan(BaseModel):
     target_weights: dict[str, float]
     settings: dict[str, Any]
     patients: list[PlannedPatient]
+    site_id: str | None = None  # the generator's site (None for a training export)
+    annotated_labels: list[str] = Field(default_factory=list)  # what the CSV's labels judge
 
     def differences(self, other: ArchivePlan) -> list[str]:
         """Names of the fields where ``other`` differs."""
@@ -199,6 +201,12 @@ class ArchiveManifest(BaseModel):
     callable_classes: list[str] = Field(description="classes the labeller's calls may name")
     target_weights: dict[str, float]
     settings: dict[str, Any]
+    site_id: str | None = Field(None, description="site of the generator, for pooling masks")
+    annotated_labels: list[str] = Field(
+        default_factory=list,
+        description="labels the archive's Finding Labels judge (callable classes and "
+        "No Finding); pooling masks the others",
+    )
     requested_images: int
     num_images: int
     num_patients: int

@@ -58,6 +58,7 @@ from hub.synthesis.sources import (
 )
 from hub.synthesis.targets import allocate_targets, plan_series_sizes, target_weights
 from shared.errors import ConfigError
+from shared.labels import NIH_LABELS, NO_FINDING
 from shared.networks.labeller import LabellerCard
 
 __all__ = [
@@ -170,6 +171,8 @@ def _plan(
         unlabelled=options.unlabelled,
         seed=options.seed,
         callable_classes=judgeable,
+        site_id=generator.site_id,
+        annotated_labels=[n for n in NIH_LABELS if n in {*judgeable, NO_FINDING}],
         target_weights=weights,
         settings=_settings_for_plan(options),
         patients=patients,

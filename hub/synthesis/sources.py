@@ -63,6 +63,7 @@ class GeneratorSource:
     where: str
     label_space: tuple[str, ...]
     counts_per_label: Mapping[str, int] = field(default_factory=dict)
+    site_id: str | None = None  # from a signed bundle's manifest; None for an export
 
     @property
     def config(self) -> GeneratorConfig:
@@ -139,6 +140,7 @@ def resolve_generator(
             where=str(path),
             label_space=tuple(signed.model.label_space),
             counts_per_label=dict(signed.model.data.counts_per_label),
+            site_id=signed.model.site_id,
         )
     folder = _export_folder(path, GENERATOR_EXPORT_JSON)
     if folder is None:
