@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,10 @@ def test_leftovers_of_a_killed_launcher_are_stopped(tmp_path: Path):
     (services / SERVICES_FILE).write_text(
         json.dumps({"hub": {"pid": sleeper.pid, "marker": str(services), "ports": {}}})
     )
+    cmdline = Path(f"/proc/{sleeper.pid}/cmdline")
+    deadline = time.monotonic() + 30  # a leftover ran long ago; this one must have exec'd
+    while str(services) not in cmdline.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert stop_leftovers(services) == ["hub"]
     assert sleeper.wait(timeout=10) == -9
     assert not (services / SERVICES_FILE).exists()
