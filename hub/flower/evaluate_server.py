@@ -169,6 +169,7 @@ def evaluation_contents(run_config: Mapping[str, object]) -> dict[str, RecordDic
     Run-config keys: ``classifiers`` (``tag=bundle_dir,...``), ``hub-public-key`` (PEM
     file; default: each bundle's ``signer.pub``), ``real-baseline`` (bool), ``epochs``,
     ``num-resamples``, ``min-count``, ``seed``, ``rare-label``, ``rare-keep-fraction``,
+    ``rare-keep-unit`` (``patients``: whole positive patients are kept or cut; ``images``),
     ``rare-enrich-archive``, ``rare-enrich-images``.
     """
     from hub.pooling.bundle import load_classifier_bundle
@@ -202,9 +203,16 @@ def evaluation_contents(run_config: Mapping[str, object]) -> dict[str, RecordDic
     label = str(run_config.get("rare-label", ""))
     if cfg is not None and label:
         fraction = float(config.get("rare-keep-fraction", 0.05))
+        unit = str(config.get("rare-keep-unit", "patients"))
+        if unit not in ("images", "patients"):
+            raise ConfigError(f"run_config rare-keep-unit={unit!r}: use 'patients' or 'images'")
         for strategy in ("none", "oversample", "synthetic"):
             rare = RareClassSetting(
-                label=label, keep_fraction=fraction, strategy=strategy, seed=common["seed"]
+                label=label,
+                keep_fraction=fraction,
+                strategy=strategy,
+                seed=common["seed"],
+                unit=unit,  # type: ignore[arg-type]  # checked above
             )
             request = EvaluationRequest(
                 tag=f"rare:{strategy}",
