@@ -17,7 +17,7 @@ def sample_data() -> Path:
     root = os.environ.get("RADSHARE_SAMPLE_DATA")
     if not root:
         pytest.skip("RADSHARE_SAMPLE_DATA is unset: real-data tests need ../shared/data")
-    path = Path(root)
+    path = Path(root).resolve()  # relative paths break in tests that change folders
     if not (path / "cxr-site-a" / "labels.csv").is_file():
         pytest.skip(f"RADSHARE_SAMPLE_DATA={root} has no cxr-site-a/labels.csv")
     return path
