@@ -15,7 +15,6 @@ happened, each section saying what failed and why.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import functools
 import json
 import logging
@@ -35,7 +34,8 @@ from deployment.layout import DemoLayout
 from deployment.report import write_demo_report
 from deployment.site_steps import DemoContext
 from deployment.state import DemoState, StepRecord
-from shared.errors import ConfigError, RadshareError
+from shared.errors import RadshareError
+from shared.locks import hold_exclusive_lock
 from shared.logs import configure_logging
 
 __all__ = ["DemoOptions", "main", "run_demo"]
@@ -151,14 +151,9 @@ def _consortium_steps(ctx: DemoContext, state: DemoState, options: DemoOptions) 
 
 def _lock(out: Path) -> IO[str]:
     """Hold ``.<out>.lock`` beside the output folder while this demo runs (ConfigError if taken)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(out.parent / f".{out.name}.lock", "w")  # noqa: SIM115 (held until the end)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise ConfigError(f"{out}: another demo is running on this folder") from None
-    return handle
+    return hold_exclusive_lock(
+        out.parent / f".{out.name}.lock", f"{out}: another demo is running on this folder"
+    )
 
 
 def _step(

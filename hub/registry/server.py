@@ -9,7 +9,6 @@ removes orphan blobs a crash may have left.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import signal
 import threading
@@ -31,6 +30,7 @@ from hub.registry.keyring import DirectoryKeyring, Keyring
 from hub.registry.servicer import HubServicer
 from hub.registry.sqlite_registry import SqliteRegistry
 from shared.errors import ConfigError
+from shared.locks import hold_exclusive_lock
 from shared.proto import radshare_hub_pb2_grpc as pb_grpc
 
 __all__ = ["SERVICE_NAME", "HubServer", "serve", "server_credentials", "start_server"]
@@ -77,14 +77,9 @@ def server_credentials(tls_dir: Path) -> grpc.ServerCredentials:
 
 
 def _lock_root(root: Path) -> IO[Any]:
-    root.mkdir(parents=True, exist_ok=True)
-    handle = open(root / ".lock", "w")  # noqa: SIM115 (held open: the flock lives with it)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise ConfigError(f"{root}: another hub server is using this registry root") from None
-    return handle
+    return hold_exclusive_lock(
+        root / ".lock", f"{root}: another hub server is using this registry root"
+    )
 
 
 def _default_registry(config: HubConfig) -> tuple[ArtifactRegistry, IO[Any]]:

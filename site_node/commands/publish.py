@@ -8,15 +8,21 @@ import typer
 
 __all__ = ["publish", "publish_labeller"]
 
+# Options both verbs take: who signs, and where the hub is.
+SITE = typer.Option(..., help="this site's id")
+KEY = typer.Option(..., help="the site's Ed25519 private key (radshare-site keygen)")
+HUB = typer.Option("127.0.0.1:50051", help="hub address host:port")
+TLS_DIR = typer.Option(
+    Path("certs"), help="folder with ca.crt and site-<id>.crt/.key (radshare-hub certs)"
+)
+
 
 def publish(
     run: Path = typer.Option(..., help="finished training run folder (reads only its export/)"),
-    site: str = typer.Option(..., help="this site's id"),
-    key: Path = typer.Option(..., help="the site's Ed25519 private key (radshare-site keygen)"),
-    hub: str = typer.Option("127.0.0.1:50051", help="hub address host:port"),
-    tls_dir: Path = typer.Option(
-        Path("certs"), help="folder with ca.crt and site-<id>.crt/.key (radshare-hub certs)"
-    ),
+    site: str = SITE,
+    key: Path = KEY,
+    hub: str = HUB,
+    tls_dir: Path = TLS_DIR,
     weights: Path | None = typer.Option(
         None, help="G_ema safetensors to publish instead of export/g_ema.safetensors"
     ),
@@ -60,12 +66,10 @@ def publish(
 
 def publish_labeller(
     export: Path = typer.Option(..., help="labeller training export (labeller.json + weights)"),
-    site: str = typer.Option(..., help="this site's id"),
-    key: Path = typer.Option(..., help="the site's Ed25519 private key (radshare-site keygen)"),
-    hub: str = typer.Option("127.0.0.1:50051", help="hub address host:port"),
-    tls_dir: Path = typer.Option(
-        Path("certs"), help="folder with ca.crt and site-<id>.crt/.key (radshare-hub certs)"
-    ),
+    site: str = SITE,
+    key: Path = KEY,
+    hub: str = HUB,
+    tls_dir: Path = TLS_DIR,
     bundle_out: Path | None = typer.Option(
         None, help="bundle folder (default <export>/../bundle; reused when complete)"
     ),
