@@ -122,8 +122,8 @@ def publication_audit(
     summary = AuditSummary.model_validate_json((folder / SUMMARY_FILE).read_text())
     local = to_local_audit_summary(summary)
     audited = json.loads((folder / AUDITED_WEIGHTS_FILE).read_text()).get("sha256")
-    problem = None
-    if audited != sha256_of(weights):
+    problem, same_weights = None, audited == sha256_of(weights)
+    if not same_weights:
         problem = f"{folder} audited other weights than {weights}"
     elif not summary.passed:
         problem = f"{folder} FAILED: {'; '.join(summary.verdict.reasons)}"
@@ -131,6 +131,4 @@ def publication_audit(
         return GateDecision(local, None)
     if override_reason is None:
         raise AuditError(f"publish refused: {problem} (or pass --override-audit 'reason')")
-    return _override(
-        override_reason, "audit failed" if audited == sha256_of(weights) else "stale audit", local
-    )
+    return _override(override_reason, "audit failed" if same_weights else "stale audit", local)
