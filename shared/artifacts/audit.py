@@ -39,9 +39,21 @@ from pydantic import (
 )
 
 from shared.artifacts.membership import MembershipSummary
+from shared.artifacts.signing import (
+    Signature,
+    canonical_json,
+    parse_json_object,
+    sign_body,
+    verify_body,
+)
 from shared.errors import ArtifactError
 
 if TYPE_CHECKING:  # the manifest pulls in torch; import it only where it is used
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
+
     from shared.artifacts.manifest import LocalAuditSummary
 
 __all__ = [
@@ -56,8 +68,10 @@ __all__ = [
     "NearestSplitTest",
     "audit_report",
     "parse_audit_report",
+    "sign_audit_report",
     "summary_sha256",
     "to_local_audit_summary",
+    "verify_audit_report",
 ]
 
 AUDIT_SCHEMA_VERSION = 1
@@ -214,18 +228,63 @@ class AuditSummary(_Strict):
 
 
 class AuditReport(_Strict):
-    """What the hub stores per generator and auditing site (readable by auditors)."""
+    """What the hub stores per generator and auditing site (readable by auditors).
+
+    The auditing site signs it (:func:`sign_audit_report`) with its site key over the
+    canonical JSON of every field but ``signature``; the hub stores the bytes as the
+    site sent them, and anyone holding the consortium keyring checks them with
+    :func:`verify_audit_report`, so an auditor need not trust the operator.
+    ``weights_sha256`` names the generator weights the site audited (the stale-audit
+    check compares it with the registry's), ``received`` is when the site made it.
+    """
 
     schema_version: int = AUDIT_SCHEMA_VERSION
     generator_id: str = Field(min_length=1, max_length=128)
     site_id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="the auditing site")
     received: datetime = Field(default_factory=lambda: datetime.now(UTC))
     summary: AuditSummary
+    weights_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    signature: Signature | None = None
 
 
-def audit_report(generator_id: str, site_id: str, summary: AuditSummary) -> AuditReport:
-    """Wrap a site's summary for the hub's store (the registry calls this on a Flower reply)."""
-    return AuditReport(generator_id=generator_id, site_id=site_id, summary=summary)
+def audit_report(
+    generator_id: str,
+    site_id: str,
+    summary: AuditSummary,
+    *,
+    weights_sha256: str | None = None,
+) -> AuditReport:
+    """Wrap a site's summary for the hub's store (unsigned; a site signs it before it leaves)."""
+    return AuditReport(
+        generator_id=generator_id,
+        site_id=site_id,
+        summary=summary,
+        weights_sha256=weights_sha256,
+    )
+
+
+def sign_audit_report(report: AuditReport, private_key: Ed25519PrivateKey) -> bytes:
+    """The report's signed JSON bytes: canonical body plus the site's Ed25519 ``signature``.
+
+    These bytes are what crosses the wire and what the hub stores unchanged.
+    """
+    body = report.model_dump(mode="json", exclude={"signature"})
+    signature = sign_body(body, private_key)
+    return canonical_json({**body, "signature": signature.model_dump(mode="json")})
+
+
+def verify_audit_report(
+    data: bytes | str, public_key: Ed25519PublicKey, *, where: str = "audit report"
+) -> AuditReport:
+    """Check a signed report's bytes against the auditing site's pinned key, then parse them.
+
+    ``public_key`` must come from the consortium keyring for ``site_id``, never from the
+    report. Raises SignatureError (missing, malformed or wrong signature, other key) or
+    ArtifactError (not a valid report).
+    """
+    raw = parse_json_object(data, where=where)
+    verify_body(raw, public_key, where=where)
+    return parse_audit_report(data, where=where)
 
 
 def parse_audit_report(data: bytes | str, *, where: str = "audit report") -> AuditReport:
