@@ -2,10 +2,11 @@
 
 Modules: ``archive`` (read one NIH-layout archive), ``pool`` (union label space,
 per-site masks, counts, selection: all / match-prevalence / balance / enrich),
-``writer`` (write a pooled archive with checksums), ``store`` (archives by content id,
-the ``PullArchive`` stream), ``pull`` (the operator's resumable client),
+``writer`` (write a pooled archive with checksums into the store, ``hub.archives``),
 ``dataset`` / ``module`` / ``train`` (a classifier trained on archives only, masked
-weighted BCE, Lightning) and ``bundle`` (the signed classifier bundle).
+weighted BCE, Lightning), ``audit`` (the audit policy for every archive's
+generator). The manifests and the classifier bundle are artifact kinds:
+``shared.artifacts.archive`` and ``shared.artifacts.classifier``.
 """
 
-__all__ = ["archive", "bundle", "dataset", "module", "pool", "pull", "store", "train", "writer"]
+__all__ = ["archive", "audit", "dataset", "module", "pool", "train", "writer"]

@@ -19,7 +19,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from hub.pooling.archive import read_archive
-from hub.pooling.store import ARCHIVE_MANIFEST, PoolManifest
+from shared.artifacts.archive import ARCHIVE_MANIFEST, PoolManifest
 from shared.errors import DataError
 from shared.labels import NIH_LABELS
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,12 +29,13 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch.utils.data import DataLoader
 
-from hub.pooling.bundle import ClassifierCard, ClassifierClass, write_classifier_bundle
 from hub.pooling.dataset import ArchiveImages, TrainingTable, load_training_table, split_by_patient
 from hub.pooling.module import MONITOR, PooledClassifierModule, masked_macro_auc, to_network_range
-from hub.pooling.store import ARCHIVE_MANIFEST
+from shared.artifacts.archive import ARCHIVE_MANIFEST
+from shared.artifacts.classifier import ClassifierCard, ClassifierClass, write_classifier_bundle
 from shared.artifacts.signing import generate_signing_key, load_private_key, write_private_key
 from shared.errors import ConfigError, TrainingError
+from shared.fileio import atomic_write_text
 from shared.masked_loss import masked_class_weights
 from shared.networks.labeller import Labeller, LabellerConfig
 from shared.stats import roc_auc, youden_threshold
@@ -112,9 +112,7 @@ def _prepare_run_dir(options: ClassifierTrainOptions) -> Path | None:
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out}: exists and is not a classifier run; choose a new --out")
     out.mkdir(parents=True, exist_ok=True)
-    tmp = options_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(resolved, indent=2))
-    os.replace(tmp, options_path)
+    atomic_write_text(options_path, json.dumps(resolved, indent=2))
     return None
 
 

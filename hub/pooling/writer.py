@@ -19,7 +19,6 @@ hashed one at a time; the folder appears under its content id by one rename.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -42,9 +41,12 @@ from hub.pooling.pool import (
     label_counts,
     plan_labels,
 )
-from hub.pooling.store import ARCHIVE_MANIFEST, ArchiveFile, PoolManifest, SiteEntry
 from shared import __version__
+from shared.artifacts.archive import ARCHIVE_MANIFEST, PoolManifest, SiteEntry, pool_archive_id
+from shared.artifacts.audit_state import AuditDecision
+from shared.artifacts.manifest import FileEntry
 from shared.errors import ConfigError
+from shared.fileio import sha256_file
 from shared.labels import NO_FINDING
 
 __all__ = ["ENTRY_CSV", "PooledArchive", "write_pooled_archive"]
@@ -64,13 +66,9 @@ class PooledArchive:
     manifest: PoolManifest
 
 
-def _sha256(path: Path) -> ArchiveFile:
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as handle:
-        while block := handle.read(2**20):
-            digest.update(block)
-            size += len(block)
-    return ArchiveFile(sha256=digest.hexdigest(), size_bytes=size)
+def _sha256(path: Path) -> FileEntry:
+    sha256, size = sha256_file(path)
+    return FileEntry(sha256=sha256, size_bytes=size)
 
 
 def _finding_labels(row: np.ndarray, label_space: Sequence[str]) -> str:
@@ -180,6 +178,7 @@ def _manifest(
     tmp: Path,
     resolution: int | None,
     shard_size: int,
+    generators: dict[str, AuditDecision] | None = None,
 ) -> PoolManifest:
     labels, mask, _ = plan_labels(plan, sources)
     by_site = counts_by_site(plan, sources)
@@ -210,6 +209,7 @@ def _manifest(
         shards=shards,
         counts=label_counts(labels, mask, plan.label_space),
         files=files,
+        generators=dict(generators or {}),
     )
 
 
@@ -221,8 +221,12 @@ def write_pooled_archive(
     *,
     shard_size_images: int = 10_000,
     out_dir: Path | None = None,
+    generators: dict[str, AuditDecision] | None = None,
 ) -> PooledArchive:
     """Copy the selected images, write the tables and the manifest, then rename into place.
+
+    ``generators``: the audit decision of every source archive's generator
+    (``hub.pooling.audit.clear_archives``), recorded in the manifest's provenance.
 
     The folder is ``store_root / archive_id`` (the hub's store, pullable), or ``out_dir``
     when given (which must not exist).
@@ -237,9 +241,11 @@ def write_pooled_archive(
         table = _entry_table(plan, sources, shard_size_images)
         resolution = _copy_images(plan, sources, table, tmp)
         _write_tables(plan, sources, table, tmp)
-        manifest = _manifest(plan, sources, options, table, tmp, resolution, shard_size_images)
+        manifest = _manifest(
+            plan, sources, options, table, tmp, resolution, shard_size_images, generators
+        )
         data = manifest.to_json_bytes()
-        archive_id = hashlib.sha256(data).hexdigest()
+        archive_id = pool_archive_id(data)
         (tmp / ARCHIVE_MANIFEST).write_bytes(data)
         final = Path(out_dir) if out_dir is not None else store_root / archive_id
         if final.exists():

@@ -54,7 +54,7 @@ if TYPE_CHECKING:  # the manifest pulls in torch; import it only where it is use
         Ed25519PublicKey,
     )
 
-    from shared.artifacts.manifest import LocalAuditSummary
+    from shared.artifacts.generator import LocalAuditSummary
 
 __all__ = [
     "AUDIT_SCHEMA_VERSION",
@@ -66,6 +66,7 @@ __all__ = [
     "AuditVerdict",
     "Histogram",
     "NearestSplitTest",
+    "SSIMSearchCounts",
     "audit_report",
     "parse_audit_report",
     "sign_audit_report",
@@ -187,6 +188,19 @@ class AuditVerdict(_Strict):
     reasons: list[str] = Field(default_factory=list, max_length=8)
 
 
+class SSIMSearchCounts(_Strict):
+    """What the audit's SSIM nearest-neighbour searches cost (all searches together).
+
+    ``pairs_compared`` had their SSIM computed; ``pairs_skipped`` were proved by the
+    upper bound unable to enter a top-k (``shared.metrics.fused_search``).
+    """
+
+    backend: str = Field(max_length=16, description="fused (numba CPU kernel) or torch")
+    pairs_compared: int = Field(ge=0)
+    pairs_skipped: int = Field(default=0, ge=0)
+    seconds: float = Field(ge=0, description="wall time of the SSIM searches")
+
+
 class AuditSummary(_Strict):
     """A site's memorisation audit of one generator: aggregates only."""
 
@@ -210,6 +224,11 @@ class AuditSummary(_Strict):
         default=None,
         description="membership-inference attacks (site_node.privacy.membership)",
         exclude_if=lambda value: value is None,  # absent, not null, when not run
+    )
+    ssim_search: SSIMSearchCounts | None = Field(
+        default=None,
+        description="pairs compared and skipped, wall time (absent in older reports)",
+        exclude_if=lambda value: value is None,
     )
     seconds: float = Field(ge=0)
     verdict: AuditVerdict
@@ -307,7 +326,7 @@ def summary_sha256(summary: AuditSummary) -> str:
 
 def to_local_audit_summary(summary: AuditSummary) -> LocalAuditSummary:
     """The manifest's ``privacy.audit`` entry: verdict, headline metrics, thresholds, sha256."""
-    from shared.artifacts.manifest import LocalAuditSummary
+    from shared.artifacts.generator import LocalAuditSummary
 
     metrics = {
         "num_samples": float(summary.num_samples),

@@ -1,21 +1,20 @@
-"""Bundle folders on disk: write signed bundles, verify them, rebuild a generator.
+"""Bundle folders on disk, whatever their kind: write signed bundles, verify them.
 
 A bundle is a folder holding ``manifest.json`` (signed, see ``signing``) and
 exactly the files its manifest lists; a pulled bundle may also hold
-``signer.pub``, the site key the hub verified it with. Tensors travel only as
-safetensors, whose header this module parses itself before any library
-touches the file: a pickle, a zip (``torch.save``) or a malformed header is an
+``signer.pub``, the site key the hub said it verified with: informative only,
+never used to verify (keys come from the consortium: ``shared.artifacts.keyring``).
+Tensors travel only as safetensors, whose header this module parses itself
+before any library touches the file: a pickle, a zip (``torch.save``) or a malformed header is an
 ``UnsafeArtifactError``, and nothing is ever unpickled.
 
-Layout of a generator bundle::
-
-    <bundle>/manifest.json            GeneratorManifest + Ed25519 signature
-    <bundle>/generator.safetensors    G_ema's state dict, nothing else
+Each kind's module (``shared.artifacts.generator``, ``.labeller``,
+``.classifier``) adds its manifest model, its tensor check and its loader;
+``shared.artifacts.kinds`` is the table this module looks a kind up in.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -30,43 +29,32 @@ from typing import Any, BinaryIO
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from shared import __version__
-from shared.artifacts.manifest import (
-    MANIFEST_FILE,
-    ArtifactKind,
-    BundleManifest,
-    GeneratorManifest,
-    parse_manifest,
-)
+from shared.artifacts.keyring import TrustedKey, resolve_signer_key
+from shared.artifacts.manifest import MANIFEST_FILE, BundleManifest, parse_manifest
 from shared.artifacts.signing import (
     SIGNATURE_FIELD,
     artifact_id_of,
-    load_public_key,
     parse_json_object,
     sign_body,
     verify_body,
 )
-from shared.errors import ArtifactError, IntegrityError, SignatureError, UnsafeArtifactError
+from shared.errors import ArtifactError, IntegrityError, UnsafeArtifactError
+from shared.fileio import sha256_bytes, sha256_file
 
 __all__ = [
-    "GENERATOR_FILE",
     "SIGNER_KEY_FILE",
     "SignedManifest",
+    "TensorCheck",
     "TensorInfo",
     "check_bundle_file",
-    "check_generator_tensors",
+    "check_state_dict",
     "check_tensors",
-    "generator_tensor_spec",
     "inspect_safetensors",
-    "load_generator",
     "read_bundle",
-    "register_tensor_check",
-    "sha256_file",
+    "read_verified",
+    "state_dict_spec",
     "write_bundle",
-    "write_generator_bundle",
 ]
-
-#: The weights file of a generator bundle.
-GENERATOR_FILE = "generator.safetensors"
 
 #: The signer's public key, written beside a bundle pulled from the hub.
 SIGNER_KEY_FILE = "signer.pub"
@@ -111,16 +99,6 @@ class SignedManifest:
     def verify_signature(self, public_key: Ed25519PublicKey, *, where: str = MANIFEST_FILE) -> None:
         """SignatureError unless the signature verifies with ``public_key``."""
         verify_body(self.raw, public_key, where=where)
-
-
-def sha256_file(path: Path) -> tuple[str, int]:
-    """sha256 (hex) and size of a file, read in 1 MiB blocks."""
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as handle:
-        while block := handle.read(2**20):
-            digest.update(block)
-            size += len(block)
-    return digest.hexdigest(), size
 
 
 def _unsafe_hint(prefix: bytes) -> str:
@@ -194,69 +172,59 @@ def inspect_safetensors(handle: BinaryIO, size_bytes: int, *, where: str) -> dic
     return tensors
 
 
-_TensorCheck = Callable[[BundleManifest, str, Mapping[str, TensorInfo]], None]
-_TENSOR_CHECKS: dict[ArtifactKind, _TensorCheck] = {}
+#: ``check(model, file_name, tensors)``: ArtifactError unless the tensors are the kind's.
+TensorCheck = Callable[[BundleManifest, str, Mapping[str, TensorInfo]], None]
 
 
-def register_tensor_check(kind: ArtifactKind) -> Callable[[_TensorCheck], _TensorCheck]:
-    """Register the check of a kind's safetensors files (decorator)."""
-
-    def register(check: _TensorCheck) -> _TensorCheck:
-        _TENSOR_CHECKS[kind] = check
-        return check
-
-    return register
-
-
-def check_tensors(model: BundleManifest, file_name: str, tensors: Mapping[str, TensorInfo]) -> None:
-    """Run the tensor check registered for ``model.kind`` (none registered: accept)."""
-    check = _TENSOR_CHECKS.get(model.kind)
-    if check is not None:
-        check(model, file_name, tensors)
-
-
-def generator_tensor_spec(cfg: Any) -> dict[str, TensorInfo]:
-    """Every tensor ``Generator(cfg).state_dict()`` holds, built on the meta device (no memory)."""
+def state_dict_spec(build: Callable[[], Any]) -> dict[str, TensorInfo]:
+    """Every tensor of ``build().state_dict()``, the module built on the meta device (no memory)."""
     import torch
 
-    from shared.networks.generator import Generator
-
-    dtypes = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
+    dtypes = {
+        torch.float32: "F32",
+        torch.float16: "F16",
+        torch.bfloat16: "BF16",
+        torch.int64: "I64",
+    }
     with torch.device("meta"):
-        G = Generator(cfg)
+        module = build()
     return {
         name: TensorInfo(dtypes.get(t.dtype, str(t.dtype)), tuple(t.shape))
-        for name, t in G.state_dict().items()
+        for name, t in module.state_dict().items()
     }
 
 
 _PRIVATE_HINTS = ("discriminator", "optim", "critic", "D.", "data", "image", "exp_avg", "real")
 
 
-def check_generator_tensors(cfg: Any, tensors: Mapping[str, TensorInfo], *, where: str) -> None:
-    """ArtifactError unless ``tensors`` are exactly G's state dict (no D, optimiser or data)."""
-    expected = generator_tensor_spec(cfg)
+def check_state_dict(
+    expected: Mapping[str, TensorInfo], tensors: Mapping[str, TensorInfo], *, where: str, what: str
+) -> None:
+    """ArtifactError unless ``tensors`` are exactly ``expected`` (``what``: e.g. "G_ema's").
+
+    An extra tensor that looks like a discriminator, optimiser or data is named as such.
+    """
     extra = sorted(set(tensors) - set(expected))
     missing = sorted(set(expected) - set(tensors))
     if extra:
         private = [k for k in extra if any(h.lower() in k.lower() for h in _PRIVATE_HINTS)]
         kind = "discriminator/optimiser/data-like " if private else ""
         raise ArtifactError(
-            f"{where}: {len(extra)} {kind}tensor(s) that are not G_ema's: {(private or extra)[:5]}"
+            f"{where}: {len(extra)} {kind}tensor(s) that are not {what}: {(private or extra)[:5]}"
         )
     if missing:
-        raise ArtifactError(f"{where}: missing G_ema tensor(s) {missing[:5]}")
+        raise ArtifactError(f"{where}: missing {what} tensor(s) {missing[:5]}")
     for name, spec in expected.items():
         if tensors[name] != spec:
             raise ArtifactError(f"{where}: tensor {name!r} is {tensors[name]}, expected {spec}")
 
 
-@register_tensor_check(ArtifactKind.GENERATOR)
-def _check_generator_bundle(
-    model: BundleManifest, file_name: str, tensors: Mapping[str, TensorInfo]
-) -> None:
-    assert isinstance(model, GeneratorManifest)
-    check_generator_tensors(model.generator_config, tensors, where=file_name)
+def check_tensors(model: BundleManifest, file_name: str, tensors: Mapping[str, TensorInfo]) -> None:
+    """Run the tensor check of ``model.kind`` (``shared.artifacts.kinds``)."""
+    # kinds imports every kind module, and they import this one: look the table up on use.
+    from shared.artifacts.kinds import KINDS
+
+    KINDS[model.kind].check_tensors(model, file_name, tensors)
 
 
 def check_bundle_file(
@@ -321,38 +289,16 @@ def write_bundle(
     return signed
 
 
-def write_generator_bundle(
-    out_dir: Path,
-    state_dict: Mapping[str, Any],
-    fields: Mapping[str, Any],
-    private_key: Ed25519PrivateKey,
-) -> SignedManifest:
-    """Write a generator bundle from G_ema's ``state_dict`` and the manifest ``fields``.
-
-    Refuses (ArtifactError) any tensor that is not in ``Generator(cfg).state_dict()``.
-    """
-    from safetensors.torch import save_file
-
-    fields = {**fields, "kind": ArtifactKind.GENERATOR.value}
-    out_dir = Path(out_dir)
-    with tempfile.TemporaryDirectory(
-        dir=out_dir.parent if out_dir.parent.exists() else None
-    ) as tmp:
-        weights = Path(tmp) / GENERATOR_FILE
-        tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-        save_file(tensors, str(weights), metadata={"format": "pt"})
-        return write_bundle(out_dir, fields, {GENERATOR_FILE: weights}, private_key)
-
-
 def _check_file(path: Path, name: str, model: BundleManifest) -> bytes:
     """Read one bundle file; check size, sha256 and (for safetensors) header and tensors."""
     if not path.is_file():
         raise ArtifactError(f"{path}: missing; the manifest lists {name!r}")
     data = path.read_bytes()
     entry = model.files[name]
-    if len(data) != entry.size_bytes or hashlib.sha256(data).hexdigest() != entry.sha256:
+    digest = sha256_bytes(data)
+    if len(data) != entry.size_bytes or digest != entry.sha256:
         raise IntegrityError(
-            f"{path}: sha256 {hashlib.sha256(data).hexdigest()[:16]}… ({len(data)} bytes) does not "
+            f"{path}: sha256 {digest[:16]}… ({len(data)} bytes) does not "
             f"match the manifest's {entry.sha256[:16]}… ({entry.size_bytes} bytes)"
         )
     check_bundle_file(model, name, io.BytesIO(data), len(data), where=str(path))
@@ -367,65 +313,25 @@ def _verify_files(bundle_dir: Path, signed: SignedManifest) -> dict[str, bytes]:
     return {name: _check_file(bundle_dir / name, name, signed.model) for name in signed.model.files}
 
 
-def _resolve_key(
-    bundle_dir: Path, public_key: Ed25519PublicKey | Path | bytes | None
-) -> Ed25519PublicKey:
-    if isinstance(public_key, Ed25519PublicKey):
-        return public_key
-    if public_key is not None:
-        return load_public_key(public_key)
-    signer = bundle_dir / SIGNER_KEY_FILE
-    if not signer.is_file():
-        raise SignatureError(
-            f"{bundle_dir}: no public key given and no {SIGNER_KEY_FILE}; "
-            "cannot verify the signature"
-        )
-    return load_public_key(signer)
-
-
-def _read_verified(
-    bundle_dir: Path, public_key: Ed25519PublicKey | Path | bytes | None
-) -> tuple[SignedManifest, dict[str, bytes]]:
+def read_verified(bundle_dir: Path, trusted: TrustedKey) -> tuple[SignedManifest, dict[str, bytes]]:
+    """``read_bundle``, also returning every listed file's bytes as verified (load from these)."""
     bundle_dir = Path(bundle_dir)
     manifest_path = bundle_dir / MANIFEST_FILE
     if not manifest_path.is_file():
         raise ArtifactError(f"{manifest_path}: missing; not a bundle folder")
     signed = SignedManifest.from_json(manifest_path.read_bytes(), where=str(manifest_path))
-    signed.verify_signature(_resolve_key(bundle_dir, public_key), where=str(manifest_path))
+    key = resolve_signer_key(trusted, signed.model.site_id)
+    signed.verify_signature(key, where=f"{manifest_path} (site {signed.model.site_id!r})")
     return signed, _verify_files(bundle_dir, signed)
 
 
-def read_bundle(
-    bundle_dir: Path, public_key: Ed25519PublicKey | Path | bytes | None = None
-) -> SignedManifest:
+def read_bundle(bundle_dir: Path, trusted: TrustedKey) -> SignedManifest:
     """Verify a bundle folder: manifest model, signature, every file's sha256 and tensors.
 
-    ``public_key`` is the signing site's key (object, PEM file or PEM bytes);
-    None uses ``signer.pub`` beside the manifest (present in pulled bundles).
-    Raises ArtifactError, IntegrityError, SignatureError or UnsafeArtifactError.
+    ``trusted`` is a keyring (``ConsortiumKeyring``, the hub's keyring), in which
+    the signer is looked up by the manifest's ``site_id``, or one explicit key
+    (object, PEM file or PEM bytes). A ``signer.pub`` inside the folder is never
+    used. Raises ArtifactError, IntegrityError, SignatureError (also for a site
+    the keyring does not know) or UnsafeArtifactError.
     """
-    return _read_verified(bundle_dir, public_key)[0]
-
-
-def load_generator(
-    bundle_dir: Path,
-    public_key: Ed25519PublicKey | Path | bytes | None = None,
-    *,
-    device: str = "cpu",
-) -> Any:
-    """Verify a generator bundle and rebuild G from its manifest's config (no Lightning, no pickle).
-
-    Returns a ``shared.networks.generator.Generator`` in eval mode with
-    gradients off. The weights are read once, hashed, header-checked, then
-    loaded from those same bytes.
-    """
-    from safetensors.torch import load as load_safetensors
-
-    from shared.networks.generator import Generator
-
-    signed, data = _read_verified(Path(bundle_dir), public_key)
-    if not isinstance(signed.model, GeneratorManifest):
-        raise ArtifactError(f"{bundle_dir}: kind {signed.model.kind.value!r} is not a generator")
-    G = Generator(signed.model.generator_config)
-    G.load_state_dict(load_safetensors(data[GENERATOR_FILE]), strict=True)
-    return G.to(device).eval().requires_grad_(False)
+    return read_verified(bundle_dir, trusted)[0]

@@ -1,12 +1,13 @@
-"""Versioned manifest models of every bundle a site or the hub publishes.
+"""The part of a manifest every bundle kind shares, and parsing by kind.
 
-``BundleManifest`` is the part every kind shares (kind, schema version, site,
-creation time, files with sha256, radshare version, signature);
-``GeneratorManifest`` adds what rebuilds and describes a generator. Later
-kinds (labeller, classifier) subclass ``BundleManifest`` and call
-``register_manifest``, and the whole publish / list / pull path then carries
-them unchanged. Models forbid extra fields, so nothing unvetted (a patient id,
-a file path) can ride along in a manifest.
+``BundleManifest`` is what every kind has (kind, schema version, site,
+creation time, files with sha256, radshare version, signature); each kind's
+module in ``shared.artifacts`` (``generator``, ``labeller``, ``classifier``)
+subclasses it, and ``shared.artifacts.kinds`` lists them explicitly, so the
+whole publish / list / pull path carries every kind unchanged. ``DPParameters``
+is here because generators and labellers both record it. Models forbid extra
+fields, so nothing unvetted (a patient id, a file path) can ride along in a
+manifest.
 """
 
 from __future__ import annotations
@@ -14,17 +15,17 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shared.artifacts.records import ArtifactKind
 from shared.artifacts.signing import Signature
 from shared.errors import ArtifactError, LabelError
-from shared.labels import NIH_LABELS, validate_labels
-from shared.networks.generator import GeneratorConfig
+from shared.labels import validate_labels
 
 __all__ = [
+    "HUB_SITE_ID",
     "MANIFEST_FILE",
     "SCHEMA_VERSION",
     "SITE_ID_PATTERN",
@@ -32,16 +33,11 @@ __all__ = [
     "BundleManifest",
     "DPParameters",
     "DPSegment",
-    "DataSummary",
     "FileEntry",
-    "GeneratorManifest",
-    "LocalAuditSummary",
-    "PrivacySummary",
-    "TrainingPhase",
-    "TrainingSummary",
+    "Strict",
+    "check_labels",
     "manifest_model",
     "parse_manifest",
-    "register_manifest",
 ]
 
 #: The manifest's file name inside a bundle folder.
@@ -53,14 +49,19 @@ SCHEMA_VERSION = 1
 #: A site id: lower-case letters, digits, '-' and '_', starting with a letter or digit.
 SITE_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 
+#: The reserved signer id of artifacts the hub itself signs (classifier bundles).
+HUB_SITE_ID = "hub"
+
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.(safetensors|json)$")
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
+    """Frozen, no extra fields: the base of every manifest part."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-def _check_labels(labels: Any) -> None:
+def check_labels(labels: Any) -> None:
     """validate_labels, as the ValueError pydantic turns into a field error."""
     try:
         validate_labels(labels)
@@ -68,14 +69,14 @@ def _check_labels(labels: Any) -> None:
         raise ValueError(str(error)) from None
 
 
-class FileEntry(_Strict):
+class FileEntry(Strict):
     """One file of a bundle: its sha256 and size."""
 
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     size_bytes: int = Field(ge=0)
 
 
-class BundleManifest(_Strict):
+class BundleManifest(Strict):
     """What every bundle's ``manifest.json`` holds, whatever its kind."""
 
     #: File names a bundle of this kind must hold (and may hold nothing else).
@@ -132,43 +133,7 @@ class BundleManifest(_Strict):
         return sum(entry.size_bytes for entry in self.files.values())
 
 
-class TrainingPhase(_Strict):
-    """One phase of progressive training: a fade-in or a stabilisation at one resolution."""
-
-    kind: Literal["fade", "stabilise"]
-    resolution_px: int = Field(ge=4)
-    kimg: float = Field(ge=0, description="thousands of real images shown in this phase")
-    batch_size: int | None = Field(None, ge=1)
-
-
-class TrainingSummary(_Strict):
-    """How long and how the generator was trained (no paths, no identifiers)."""
-
-    kimg: float = Field(ge=0, description="thousands of real images shown in total")
-    phases: list[TrainingPhase] = Field(default_factory=list)
-    steps: int | None = Field(None, ge=0)
-    details: dict[str, Any] = Field(
-        default_factory=dict, description="other hyper-parameters (loss, optimiser, EMA, seed, ...)"
-    )
-
-
-class DataSummary(_Strict):
-    """What the generator was trained on, as counts only: never an identifier."""
-
-    num_images: int = Field(ge=0)
-    counts_per_label: dict[str, int] = Field(description="label → number of training images")
-
-    @field_validator("counts_per_label")
-    @classmethod
-    def _known_labels(cls, value: dict[str, int]) -> dict[str, int]:
-        _check_labels(value)
-        for label, count in value.items():
-            if count < 0:
-                raise ValueError(f"counts_per_label[{label!r}] must be >= 0, got {count}")
-        return value
-
-
-class DPSegment(_Strict):
+class DPSegment(Strict):
     """Consecutive DP-SGD steps with one noise multiplier and one Poisson sample rate.
 
     ``(noise_multiplier, sample_rate, steps)`` is one entry of an Opacus accountant's
@@ -181,7 +146,7 @@ class DPSegment(_Strict):
     label: str | None = Field(default=None, max_length=64, description="e.g. 'fade 16px'")
 
 
-class DPParameters(_Strict):
+class DPParameters(Strict):
     """Differential-privacy parameters of training (DP-SGD on the critic)."""
 
     epsilon: float = Field(gt=0)
@@ -195,81 +160,15 @@ class DPParameters(_Strict):
     )
 
 
-class LocalAuditSummary(_Strict):
-    """The site's pre-publication audit, as aggregates (filled in by the audit step)."""
-
-    passed: bool
-    method: str = Field(min_length=1, description="e.g. 'ssim-nn' (SSIM nearest neighbours)")
-    metrics: dict[str, float] = Field(default_factory=dict)
-    thresholds: dict[str, float] = Field(default_factory=dict)
-    report_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
-    override_reason: str | None = Field(
-        None,
-        min_length=10,
-        max_length=500,
-        description="set when the site published despite a failed, stale or missing audit",
-    )
-
-
-class PrivacySummary(_Strict):
-    """DP parameters (None: trained without DP) and the local audit summary (None: not run)."""
-
-    dp: DPParameters | None = None
-    audit: LocalAuditSummary | None = None
-
-
-class GeneratorManifest(BundleManifest):
-    """Manifest of a generator bundle: ``generator.safetensors`` holds G_ema only."""
-
-    FILE_NAMES: ClassVar[tuple[str, ...]] = ("generator.safetensors",)
-
-    kind: Literal[ArtifactKind.GENERATOR] = ArtifactKind.GENERATOR
-    generator_config: GeneratorConfig
-    resolution_px: int
-    z_dim: int
-    label_space: tuple[str, ...] = NIH_LABELS
-    training: TrainingSummary
-    data: DataSummary
-    privacy: PrivacySummary = Field(default_factory=PrivacySummary)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> GeneratorManifest:
-        cfg = self.generator_config
-        if self.resolution_px != cfg.resolution_px:
-            raise ValueError(
-                f"resolution_px {self.resolution_px} != generator_config.resolution_px "
-                f"{cfg.resolution_px}"
-            )
-        if self.z_dim != cfg.z_dim:
-            raise ValueError(f"z_dim {self.z_dim} != generator_config.z_dim {cfg.z_dim}")
-        _check_labels(self.label_space)
-        unknown = sorted(set(self.data.counts_per_label) - set(self.label_space))
-        if unknown:
-            raise ValueError(f"data.counts_per_label has labels outside label_space: {unknown}")
-        return self
-
-
-_MODELS: dict[ArtifactKind, type[BundleManifest]] = {}
-
-
-def register_manifest(model: type[BundleManifest]) -> type[BundleManifest]:
-    """Register the manifest model of one kind (usable as a class decorator)."""
-    kind = model.model_fields["kind"].default
-    if not isinstance(kind, ArtifactKind):
-        raise TypeError(f"{model.__name__}.kind needs an ArtifactKind default, got {kind!r}")
-    _MODELS[kind] = model
-    return model
-
-
-register_manifest(GeneratorManifest)
-
-
 def manifest_model(kind: ArtifactKind | str) -> type[BundleManifest]:
-    """The manifest model registered for ``kind``; ArtifactError listing the known kinds."""
+    """The manifest model of ``kind`` (``shared.artifacts.kinds``); ArtifactError if unknown."""
+    # kinds imports every kind module, and they import this one: look the table up on use.
+    from shared.artifacts.kinds import KINDS
+
     try:
-        return _MODELS[ArtifactKind(kind)]
+        return KINDS[ArtifactKind(kind)].manifest
     except (ValueError, KeyError):
-        known = sorted(k.value for k in _MODELS)
+        known = sorted(k.value for k in KINDS)
         raise ArtifactError(f"no manifest model for kind {kind!r}; known kinds: {known}") from None
 
 

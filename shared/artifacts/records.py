@@ -53,6 +53,9 @@ class ArtifactSummary:
     size_bytes: int
     files: tuple[FileInfo, ...]
     radshare_version: str
+    #: Stored bytes' last verified state at the hub (``ok``, ``missing``, ``corrupt``,
+    #: ``unchecked``; "" where unknown): an observation, so not part of equality.
+    integrity: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)

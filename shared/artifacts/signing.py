@@ -92,6 +92,8 @@ def parse_json_object(data: bytes | str, *, where: str) -> dict[str, Any]:
         raise ArtifactError(f"{where}: {error}") from error
     except (ValueError, UnicodeDecodeError) as error:
         raise ArtifactError(f"{where}: not valid JSON: {error}") from error
+    except RecursionError:  # json recurses per level: deep nesting is bad input, not a crash
+        raise ArtifactError(f"{where}: JSON nested too deeply to read") from None
     if not isinstance(obj, dict):
         raise ArtifactError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     return obj

@@ -6,35 +6,37 @@ Layout::
     <bundle>/classifier.safetensors   the classifier's state dict (a Labeller), nothing else
     <bundle>/classifier.json          ClassifierCard: per-class thresholds, AUCs, masks, counts
 
-``ClassifierManifest`` is registered with :func:`shared.artifacts.manifest.register_manifest`
-on import, and a tensor check makes sure the weights are exactly ``Labeller(cfg)``'s, so
-``read_bundle`` verifies a classifier bundle as it verifies a generator's.
+``ClassifierManifest`` and the tensor check (the weights are exactly ``Labeller(cfg)``'s)
+are listed in ``shared.artifacts.kinds``, so ``read_bundle`` verifies a classifier bundle
+as it verifies a generator's. The hub signs it with its own key; a verifier finds that
+key under the reserved id ``hub`` in the consortium keyring.
 """
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import torch
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save_file
 
 from shared.artifacts.bundle import (
     SIGNER_KEY_FILE,
     SignedManifest,
     TensorInfo,
-    read_bundle,
-    register_tensor_check,
+    check_state_dict,
+    read_verified,
+    state_dict_spec,
     write_bundle,
 )
-from shared.artifacts.manifest import BundleManifest, register_manifest
+from shared.artifacts.keyring import TrustedKey
+from shared.artifacts.manifest import HUB_SITE_ID, BundleManifest
 from shared.artifacts.records import ArtifactKind
-from shared.artifacts.signing import public_key_pem
+from shared.artifacts.signing import parse_json_object, public_key_pem
 from shared.errors import ArtifactError
 from shared.networks.labeller import Labeller, LabellerConfig
 
@@ -44,13 +46,13 @@ __all__ = [
     "ClassifierCard",
     "ClassifierClass",
     "ClassifierManifest",
+    "check_classifier_bundle",
     "load_classifier_bundle",
     "write_classifier_bundle",
 ]
 
 WEIGHTS_FILE = "classifier.safetensors"
 CARD_FILE = "classifier.json"
-HUB_SITE_ID = "hub"
 
 
 class ClassifierClass(BaseModel):
@@ -80,7 +82,6 @@ class ClassifierCard(BaseModel):
     val_macro_auc: float | None = None
 
 
-@register_manifest
 class ClassifierManifest(BundleManifest):
     """Manifest of a classifier bundle (published by the hub, site id ``hub``)."""
 
@@ -94,28 +95,14 @@ class ClassifierManifest(BundleManifest):
     input_format: str = "[N, 1, R, R] float32 in [-1, 1]; R = labeller_config.resolution_px"
 
 
-def _tensor_spec(cfg: LabellerConfig) -> dict[str, TensorInfo]:
-    dtypes = {torch.float32: "F32", torch.int64: "I64"}
-    with torch.device("meta"):
-        net = Labeller(cfg)
-    return {
-        name: TensorInfo(dtypes.get(t.dtype, str(t.dtype)), tuple(t.shape))
-        for name, t in net.state_dict().items()
-    }
-
-
-@register_tensor_check(ArtifactKind.CLASSIFIER)
-def _check_classifier(
+def check_classifier_bundle(
     model: BundleManifest, file_name: str, tensors: Mapping[str, TensorInfo]
 ) -> None:
-    assert isinstance(model, ClassifierManifest)
-    expected = _tensor_spec(model.labeller_config)
-    if dict(tensors) != expected:
-        extra = sorted(set(tensors) - set(expected))[:3]
-        missing = sorted(set(expected) - set(tensors))[:3]
-        raise ArtifactError(
-            f"{file_name}: not Labeller(cfg)'s tensors (extra {extra}, missing {missing})"
-        )
+    """The classifier kind's tensor check (``shared.artifacts.kinds``)."""
+    if not isinstance(model, ClassifierManifest):
+        raise ArtifactError(f"{file_name}: kind {model.kind.value!r} is not a classifier")
+    expected = state_dict_spec(lambda: Labeller(model.labeller_config))
+    check_state_dict(expected, tensors, where=file_name, what="Labeller(cfg)'s")
 
 
 def write_classifier_bundle(
@@ -139,21 +126,25 @@ def write_classifier_bundle(
         card_path.write_text(card.model_dump_json(indent=2))
         files = {WEIGHTS_FILE: weights, CARD_FILE: card_path}
         signed = write_bundle(Path(out_dir), fields, files, private_key)
-    # The signer's key beside the manifest, as in pulled bundles: integrity when loading
-    # without a key; pass the hub's key to load_classifier_bundle for authenticity.
+    # The signer's key beside the manifest, as in pulled bundles: informative only;
+    # verifiers use the hub's key from the consortium keyring.
     (Path(out_dir) / SIGNER_KEY_FILE).write_bytes(public_key_pem(private_key.public_key()))
     return signed
 
 
 def load_classifier_bundle(
-    bundle_dir: Path, public_key: Ed25519PublicKey | Path | bytes | None = None
+    bundle_dir: Path, trusted: TrustedKey
 ) -> tuple[Labeller, ClassifierCard, SignedManifest]:
-    """Verify a classifier bundle (signature, hashes, tensors) and rebuild the network (eval)."""
+    """Verify a classifier bundle (signature, hashes, tensors) and rebuild the network (eval).
+
+    ``trusted``: a keyring (the hub's key is looked up under ``hub``) or the hub's key.
+    """
     bundle_dir = Path(bundle_dir)
-    signed = read_bundle(bundle_dir, public_key)
+    signed, data = read_verified(bundle_dir, trusted)
     if not isinstance(signed.model, ClassifierManifest):
         raise ArtifactError(f"{bundle_dir}: kind {signed.model.kind.value!r} is not a classifier")
-    card = ClassifierCard.model_validate(json.loads((bundle_dir / CARD_FILE).read_text()))
+    card_raw = parse_json_object(data[CARD_FILE], where=str(bundle_dir / CARD_FILE))
+    card = ClassifierCard.model_validate(card_raw)
     classifier = Labeller(signed.model.labeller_config)
-    classifier.load_state_dict(load_file(str(bundle_dir / WEIGHTS_FILE)))
+    classifier.load_state_dict(load_safetensors(data[WEIGHTS_FILE]), strict=True)
     return classifier.eval(), card, signed

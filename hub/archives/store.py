@@ -1,8 +1,8 @@
-"""The hub's archive store: pooled archives by content id, their manifests, and file streaming.
+"""The hub's archive store: pooled archives by content id, and the ``PullArchive`` stream.
 
 Layout under the hub's root::
 
-    <root>/archives/<archive_id>/pool_manifest.json   PoolManifest (every file's sha256)
+    <root>/archives/<archive_id>/pool_manifest.json   PoolManifest (shared.artifacts.archive)
     <root>/archives/<archive_id>/...                  the files it lists
 
 ``archive_id`` is the sha256 of the manifest's bytes, so the manifest a client
@@ -15,77 +15,23 @@ a time (an archive of 100,000 images is never held in memory), starting anywhere
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from shared.artifacts.archive import (
+    ARCHIVE_MANIFEST,
+    PoolManifest,
+    manifest_files,
+    parse_pool_manifest,
+    pool_archive_id,
+)
 from shared.artifacts.records import ArchiveChunk
 from shared.errors import ArtifactError, IntegrityError, NotFoundError
 
-__all__ = [
-    "ARCHIVE_MANIFEST",
-    "ArchiveFile",
-    "ArchiveStore",
-    "PoolManifest",
-    "SiteEntry",
-    "archive_stream",
-    "manifest_files",
-]
+__all__ = ["ArchiveInfo", "ArchiveStore", "archive_stream"]
 
-#: The manifest's file name inside a pooled archive.
-ARCHIVE_MANIFEST = "pool_manifest.json"
-POOL_SCHEMA_VERSION = 1
 _HEX = set("0123456789abcdef")
-
-
-class ArchiveFile(BaseModel):
-    """One file of an archive: sha256 and size."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    size_bytes: int = Field(ge=0)
-
-
-class SiteEntry(BaseModel):
-    """One site's share of a pool: annotated labels and counts (no identifiers)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    annotated_labels: list[str]
-    num_images: int
-    archives: list[str]
-    counts: dict[str, dict[str, int]] = Field(description="label -> positives/negatives/unknown")
-
-
-class PoolManifest(BaseModel):
-    """``pool_manifest.json``: label space, masks, counts, options, and every file's checksum."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    schema_version: int = POOL_SCHEMA_VERSION
-    kind: str = "pooled-archive"
-    created: str
-    radshare_version: str
-    label_space: list[str]
-    sites: dict[str, SiteEntry]
-    options: dict[str, Any]
-    num_images: int
-    resolution_px: int | None = None
-    entry_csv: str
-    shard_size_images: int
-    shards: list[str] = Field(description="shard folders; empty: one images/ folder")
-    counts: dict[str, dict[str, int]] = Field(description="label -> positives/negatives/unknown")
-    files: dict[str, ArchiveFile] = Field(description="relative path -> sha256 and size")
-
-    def to_json_bytes(self) -> bytes:
-        """Canonical bytes (sorted keys): the archive id is their sha256."""
-        return (json.dumps(self.model_dump(mode="json"), sort_keys=True, indent=1) + "\n").encode()
 
 
 @dataclass(frozen=True)
@@ -97,16 +43,6 @@ class ArchiveInfo:
     num_files: int
     total_bytes: int
     sites: tuple[str, ...]
-
-
-def manifest_files(manifest: PoolManifest) -> list[tuple[str, ArchiveFile]]:
-    """The listed files in stream order (path order)."""
-    return sorted(manifest.files.items())
-
-
-def _safe_relative(path: str) -> bool:
-    parts = Path(path).parts
-    return bool(parts) and not Path(path).is_absolute() and ".." not in parts
 
 
 class ArchiveStore:
@@ -162,23 +98,13 @@ class ArchiveStore:
         """The manifest's bytes, checked against the id (IntegrityError if they differ)."""
         full = self.resolve(archive_id)
         data = (self.root / full / ARCHIVE_MANIFEST).read_bytes()
-        if hashlib.sha256(data).hexdigest() != full:
+        if pool_archive_id(data) != full:
             raise IntegrityError(f"{self.root / full}: manifest sha256 does not match its id")
         return data
 
     def manifest(self, archive_id: str) -> PoolManifest:
         """The validated manifest of an archive."""
-        data = self.manifest_bytes(archive_id)
-        try:
-            manifest = PoolManifest.model_validate_json(data)
-        except ValueError as error:
-            raise ArtifactError(
-                f"archive {archive_id}: invalid {ARCHIVE_MANIFEST}: {error}"
-            ) from error
-        unsafe = [p for p in manifest.files if not _safe_relative(p) or p == ARCHIVE_MANIFEST]
-        if unsafe:
-            raise ArtifactError(f"archive {archive_id}: unsafe file paths {unsafe[:3]}")
-        return manifest
+        return parse_pool_manifest(self.manifest_bytes(archive_id), where=f"archive {archive_id}")
 
 
 def _stream_order(manifest_size: int, manifest: PoolManifest) -> list[tuple[str, int]]:
