@@ -18,10 +18,17 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hub.config import HubConfig
 from shared.errors import ConfigError
+from site_node.config import (
+    SiteConfig,
+    SiteDataConfig,
+    SiteHubConfig,
+    SiteSuperLinkConfig,
+    resolve_relative_paths,
+)
 
 __all__ = [
     "PROFILE_SETTINGS",
@@ -47,66 +54,8 @@ class _Strict(BaseModel):
 
 
 # --------------------------------------------------------------------------- site node
-
-
-class SiteDataConfig(_Strict):
-    """Where the site's radiographs and labels live (read only; never leave the site)."""
-
-    csv: Path = Field(Path("/data/cxr/labels.csv"), description="label CSV (NIH/CheXpert/plain)")
-    images: Path = Field(Path("/data/cxr/images"), description="folder the CSV's paths are under")
-    layout: Literal["nih", "chexpert", "plain"] | None = Field(
-        None, description="CSV layout; default: detected from the header"
-    )
-
-
-class SiteHubConfig(_Strict):
-    """How the site reaches the hub's gRPC registry (mTLS)."""
-
-    address: str = Field("hub.consortium.example:50051", description="host:port of the hub")
-    tls_dir: Path = Field(
-        Path("/etc/radshare/tls"), description="ca.crt + site-<id>.crt/.key from the operator"
-    )
-
-
-class SiteSuperLinkConfig(_Strict):
-    """How the site's Flower SuperNode reaches the consortium's SuperLink."""
-
-    address: str = Field("superlink.consortium.example:9092", description="host:port (HTTPS)")
-    root_certificates: Path | None = Field(
-        Path("/etc/radshare/tls/ca.crt"), description="CA that signed the SuperLink's cert"
-    )
-    auth_private_key: Path | None = Field(
-        Path("/etc/radshare/keys/supernode.key"),
-        description="ECDSA P-384 OpenSSH key; its .pub is registered at the SuperLink",
-    )
-    insecure: bool = Field(False, description="plain HTTP: loopback tests only, never in a site")
-    supernode_port: int = Field(9094, ge=1, le=65535, description="SuperNode's local runtime API")
-
-
-class SiteConfig(_Strict):
-    """One hospital's site node: identity, data, work folder, hub and SuperLink."""
-
-    site_id: str = Field("a", pattern=_SITE_ID_PATTERN, description="consortium-wide site id")
-    data: SiteDataConfig = Field(default_factory=SiteDataConfig)
-    work_dir: Path = Field(
-        Path("/var/lib/radshare-site"),
-        description="cache, training runs, audits; stays inside the hospital",
-    )
-    signing_key: Path = Field(
-        Path("/etc/radshare/keys/site.ed25519"), description="Ed25519 key from radshare-site keygen"
-    )
-    hub: SiteHubConfig = Field(default_factory=SiteHubConfig)
-    superlink: SiteSuperLinkConfig = Field(default_factory=SiteSuperLinkConfig)
-    train_profile: Profile = Field("gpu", description="PGGAN preset (site_node.pggan.PROFILES)")
-    max_resolution_px: int = Field(256, ge=4, description="largest cached side, a power of two")
-
-    @field_validator("max_resolution_px")
-    @classmethod
-    def _power_of_two(cls, value: int) -> int:
-        if value & (value - 1):
-            raise ValueError(f"must be a power of two, got {value}")
-        return value
-
+# SiteConfig lives in site_node.config (the site image holds no deployment/ or hub/ code);
+# re-exported here so that one module names all three files.
 
 # --------------------------------------------------------------------------- consortium
 
@@ -114,21 +63,27 @@ class SiteConfig(_Strict):
 class SuperLinkConfig(_Strict):
     """The Flower SuperLink the hub's federated tasks run through."""
 
-    host: str = Field("0.0.0.0", description="address to bind (Fleet, Control, Runtime APIs)")
-    port: int = Field(9092, ge=1, le=65535, description="one HTTPS port for all three APIs")
-    tls_dir: Path | None = Field(
-        Path("/etc/radshare/tls"), description="ca.crt, server.crt, server.key; None: --insecure"
+    host: str = Field(
+        default="0.0.0.0", description="address to bind (Fleet, Control, Runtime APIs)"
     )
-    enable_supernode_auth: bool = Field(True, description="only registered site keys may join")
+    port: int = Field(default=9092, ge=1, le=65535, description="one HTTPS port for all three APIs")
+    tls_dir: Path | None = Field(
+        default=Path("/etc/radshare/tls"),
+        description="ca.crt, server.crt, server.key; None: --insecure",
+    )
+    enable_supernode_auth: bool = Field(
+        default=True, description="only registered site keys may join"
+    )
     database: Path | None = Field(
-        Path("/var/lib/radshare-hub/superlink.db"), description="SuperLink state; None: memory"
+        default=Path("/var/lib/radshare-hub/superlink.db"),
+        description="SuperLink state; None: memory",
     )
 
 
 class ConsortiumConfig(_Strict):
     """What the operator runs: the hub's registry server and the SuperLink."""
 
-    hub: HubConfig = Field(default_factory=HubConfig)
+    hub: HubConfig = Field(default_factory=lambda: HubConfig())
     superlink: SuperLinkConfig = Field(default_factory=SuperLinkConfig)
 
 
@@ -143,26 +98,40 @@ class ProfileSettings(_Strict):
     time on the development VM), so each site gets about 2 kimg.
     """
 
-    phantom_images: int = Field(400, ge=20, description="phantom images per site")
-    phantom_resolution_px: int = Field(64, ge=32, description="side of the phantom PNGs")
-    cache_resolution_px: int = Field(64, ge=4, description="ingest --max-resolution")
-    pggan_profile: Profile = Field("tiny", description="site_node.pggan profile (network size)")
-    pggan_resolution_px: int = Field(
-        32, ge=32, description="PGGAN (and labeller) target resolution; the labeller needs >= 32"
+    phantom_images: int = Field(default=400, ge=20, description="phantom images per site")
+    phantom_resolution_px: int = Field(default=64, ge=32, description="side of the phantom PNGs")
+    cache_resolution_px: int = Field(default=64, ge=4, description="ingest --max-resolution")
+    pggan_profile: Profile = Field(
+        default="tiny", description="site_node.pggan profile (network size)"
     )
-    pggan_kimg_per_phase: float = Field(0.3, gt=0, description="kimg per PGGAN phase (7 to 32 px)")
-    labeller_epochs: int = Field(1, ge=1, description="labeller training epochs per site")
-    audit_num_generated: int = Field(100, ge=10, description="generated images per local audit")
-    archive_images_per_site: int = Field(200, ge=10, description="synthetic archive size")
+    pggan_resolution_px: int = Field(
+        default=32,
+        ge=32,
+        description="PGGAN (and labeller) target resolution; the labeller needs >= 32",
+    )
+    pggan_kimg_per_phase: float = Field(
+        default=0.3, gt=0, description="kimg per PGGAN phase (7 to 32 px)"
+    )
+    labeller_epochs: int = Field(default=1, ge=1, description="labeller training epochs per site")
+    audit_num_generated: int = Field(
+        default=100, ge=10, description="generated images per local audit"
+    )
+    archive_images_per_site: int = Field(default=200, ge=10, description="synthetic archive size")
     synthesis: Literal["optimise", "unlabelled"] = Field(
-        "unlabelled",
+        default="unlabelled",
         description="optimise: latent class optimisation (Segal et al.; slow on a CPU with the "
         "DenseNet labeller); unlabelled: sample G, label afterwards with the labeller",
     )
-    synthesis_max_steps: int = Field(60, ge=1, description="class optimisation steps per start")
-    classifier_epochs: int = Field(2, ge=1, description="classifier training epochs")
-    federated_timeout_s: float = Field(600.0, gt=0, description="limit of one federated run")
-    accelerator: Literal["cpu", "gpu", "auto"] = Field("cpu", description="torch device family")
+    synthesis_max_steps: int = Field(
+        default=60, ge=1, description="class optimisation steps per start"
+    )
+    classifier_epochs: int = Field(default=2, ge=1, description="classifier training epochs")
+    federated_timeout_s: float = Field(
+        default=600.0, gt=0, description="limit of one federated run"
+    )
+    accelerator: Literal["cpu", "gpu", "auto"] = Field(
+        default="cpu", description="torch device family"
+    )
 
 
 PROFILE_SETTINGS: dict[str, ProfileSettings] = {
@@ -200,8 +169,10 @@ class DemoSite(_Strict):
     """One demo site: its id, its phantom hospital style, or a real NIH-layout folder."""
 
     site_id: str = Field(pattern=_SITE_ID_PATTERN)
-    phantom_style: str = Field("hospital-a", description="site_node.phantom style preset")
-    data_dir: Path | None = Field(None, description="labels.csv + images/; None: phantom data")
+    phantom_style: str = Field(default="hospital-a", description="site_node.phantom style preset")
+    data_dir: Path | None = Field(
+        default=None, description="labels.csv + images/; None: phantom data"
+    )
 
 
 def _default_demo_sites() -> list[DemoSite]:
@@ -214,13 +185,15 @@ def _default_demo_sites() -> list[DemoSite]:
 class DemoConfig(_Strict):
     """The one-command demo: output folder, profile, sites, and loopback services."""
 
-    out_dir: Path = Field(Path("demo-out"), description="everything the demo writes")
-    profile: Profile = Field("cpu", description="tiny (tests) | cpu (2 cores) | gpu")
-    settings: ProfileSettings | None = Field(None, description="None: the profile's preset")
+    out_dir: Path = Field(default=Path("demo-out"), description="everything the demo writes")
+    profile: Profile = Field(default="cpu", description="tiny (tests) | cpu (2 cores) | gpu")
+    settings: ProfileSettings | None = Field(default=None, description="None: the profile's preset")
     sites: list[DemoSite] = Field(default_factory=_default_demo_sites, min_length=1)
-    host: str = Field("127.0.0.1", description="loopback address every service binds")
-    flower_tls: bool = Field(True, description="TLS + SuperNode auth between Flower processes")
-    seed: int = Field(0, ge=0, description="seed of every random step")
+    host: str = Field(default="127.0.0.1", description="loopback address every service binds")
+    flower_tls: bool = Field(
+        default=True, description="TLS + SuperNode auth between Flower processes"
+    )
+    seed: int = Field(default=0, ge=0, description="seed of every random step")
 
     def resolved_settings(self) -> ProfileSettings:
         """Explicit settings, or the profile's preset."""
@@ -228,24 +201,6 @@ class DemoConfig(_Strict):
 
 
 # --------------------------------------------------------------------------- loading
-
-
-def _resolve_paths(value: Any, base: Path) -> Any:
-    """Relative path-like strings under keys ending in dir/path/csv/images/key → absolute."""
-    if isinstance(value, dict):
-        return {k: _resolve_one(k, v, base) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_resolve_paths(v, base) for v in value]
-    return value
-
-
-_PATH_KEYS = ("dir", "path", "csv", "images", "key", "root", "database", "certificates")
-
-
-def _resolve_one(key: str, value: Any, base: Path) -> Any:
-    if isinstance(value, str) and key.endswith(_PATH_KEYS) and not Path(value).is_absolute():
-        return str(base / value)
-    return _resolve_paths(value, base)
 
 
 def load_config(model: type[_Model], path: Path | None = None, **overrides: Any) -> _Model:
@@ -261,7 +216,7 @@ def load_config(model: type[_Model], path: Path | None = None, **overrides: Any)
             raise ConfigError(f"{path}: cannot read config: {error}") from error
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
-        data = _resolve_paths(loaded, Path(path).resolve().parent)
+        data = resolve_relative_paths(loaded, Path(path).resolve().parent)
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return model.model_validate(data)

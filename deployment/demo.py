@@ -18,7 +18,6 @@ import argparse
 import functools
 import json
 import logging
-import os
 import shutil
 import signal
 import sys
@@ -35,6 +34,7 @@ from deployment.report import write_demo_report
 from deployment.site_steps import DemoContext
 from deployment.state import DemoState, StepRecord
 from shared.errors import RadshareError
+from shared.fileio import atomic_write_text
 from shared.locks import hold_exclusive_lock
 from shared.logs import configure_logging
 
@@ -61,9 +61,7 @@ def _fingerprint(config: DemoConfig) -> str:
 
 
 def _write_json(path: Path, payload: object) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(payload, indent=2, default=str))
 
 
 def run_demo(config: DemoConfig, options: DemoOptions | None = None) -> int:
@@ -135,12 +133,13 @@ def _consortium_steps(ctx: DemoContext, state: DemoState, options: DemoOptions) 
         for site in config.sites:
             _publish_site(ctx, state, site, consortium)
 
-        # Synthesise a labelled archive from every generator.
+        # Run the federated memorisation audit first: each site audits, only aggregates come
+        # back, and the hub stores each site's signed report (its audit policy reads them).
+        _federated(ctx, state, consortium, "audit", options.kill_site_during_audit)
+
+        # Synthesise a labelled archive from every generator, through the hub's audit policy.
         for site in config.sites:
             _synthesise(ctx, state, site, consortium)
-
-        # Run the federated memorisation audit: each site audits, only aggregates come back.
-        _federated(ctx, state, consortium, "audit", options.kill_site_during_audit)
 
         # Pool the archives and train classifiers: one per site's archive, one on the pool.
         _pool_and_train(ctx, state)
@@ -200,16 +199,36 @@ def _train_site(ctx: DemoContext, state: DemoState, site: DemoSite) -> None:
     )
 
 
-def _node_config(ctx: DemoContext, site: DemoSite) -> dict[str, object]:
-    """What a site's SuperNode tells its ClientApp: its id and its private folders."""
-    paths = ctx.site(site)
-    return {
-        "site": site.site_id,
-        "cache-dir": str(paths.cache),
-        "pggan-run": str(paths.pggan_run),
-        "labeller-dir": str(paths.labeller_run / "export"),
-        "work-dir": str(paths.root),
+def _consortium_keyring(ctx: DemoContext) -> Path:
+    """The consortium keyring file the operator hands to the sites (every site's key)."""
+    from deployment.flower import write_consortium_keyring
+
+    keys = {
+        s.site_id: ctx.site(s).signing_key.with_suffix(".ed25519.pub") for s in ctx.config.sites
     }
+    return write_consortium_keyring(keys, ctx.layout.hub / "consortium-keyring.json")
+
+
+def _node_config(ctx: DemoContext, site: DemoSite, hub_address: str) -> dict[str, object]:
+    """What a site's SuperNode tells its ClientApp: its id, private folders, hub and keys.
+
+    The site pulls the generator a federated audit names from the hub (its own TLS
+    identity), verifies it against the consortium keyring and signs its report.
+    """
+    from deployment.flower import site_node_config
+
+    paths = ctx.site(site)
+    return site_node_config(
+        site.site_id,
+        cache_dir=paths.cache,
+        work_dir=paths.root,
+        hub=hub_address,
+        tls_dir=paths.tls,
+        keyring=ctx.layout.hub / "consortium-keyring.json",
+        signing_key=paths.signing_key,
+        pggan_run=str(paths.pggan_run),
+        labeller_dir=str(paths.labeller_run / "export"),
+    )
 
 
 def _start_services(ctx: DemoContext, state: DemoState, consortium: Consortium) -> None:
@@ -218,9 +237,10 @@ def _start_services(ctx: DemoContext, state: DemoState, consortium: Consortium) 
     try:
         hub_address = consortium.start_hub()
         connection = consortium.start_superlink()
+        _consortium_keyring(ctx)
         for site in ctx.config.sites:
             consortium.start_supernode(
-                site.site_id, _node_config(ctx, site), key_dir=ctx.site(site).keys
+                site.site_id, _node_config(ctx, site, hub_address), key_dir=ctx.site(site).keys
             )
         consortium.wait_for_nodes(len(ctx.config.sites))
     except Exception as error:
@@ -283,7 +303,12 @@ def _synthesise(ctx: DemoContext, state: DemoState, site: DemoSite, consortium: 
     _step(
         state,
         f"hub.synthesize.{site.site_id}",
-        lambda: hub_steps.synthesize(ctx, site, state.done(f"hub.pull-labeller.{site.site_id}")),
+        lambda: hub_steps.synthesize(
+            ctx,
+            site,
+            state.done(f"hub.pull-labeller.{site.site_id}"),
+            state.outputs("hub.federated-audit"),
+        ),
         (f"hub.pull.{site.site_id}", f"site.{site.site_id}.labeller"),
     )
 

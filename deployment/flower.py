@@ -5,13 +5,19 @@ writes one named connection there. SuperNode authentication uses ECDSA P-384 key
 format (:func:`make_supernode_key`); the public half is registered at the SuperLink with
 ``flwr supernode register``. :func:`run_app` submits an app folder with ``flwr run``, polls the
 run until it finishes (logging progress), and saves the run's log stream to a file.
+
+A site's SuperNode gets its ClientApp's node config from :func:`site_node_config`: its
+private folders, how it reaches the hub's registry (to pull and verify what a query
+names), the consortium keyring (:func:`write_consortium_keyring`), its signing key
+(audit replies are signed) and its query-policy caps (``site_node.flower.client_app``).
+:func:`registered_generator_run_config` names a pulled generator in an ``audit`` run
+config by registry id and weights sha256.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import time
 from collections.abc import Callable, Mapping
@@ -23,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from deployment.processes import service_env, tag_line, tool
 from shared.errors import ConfigError, FederationError
+from shared.fileio import atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "FlowerConnection",
@@ -30,13 +37,16 @@ __all__ = [
     "make_supernode_key",
     "online_node_count",
     "register_supernode",
+    "registered_generator_run_config",
     "run_app",
+    "site_node_config",
     "write_connection",
+    "write_consortium_keyring",
 ]
 
 log = logging.getLogger("radshare.deployment.flower")
 
-CONNECTION_NAME = "radshare"
+CONNECTION_NAME = "consortium"  # as in the operator guide and the hub verbs' default
 
 
 @dataclass(frozen=True)
@@ -82,9 +92,7 @@ def write_connection(connection: FlowerConnection) -> Path:
     else:
         lines.append(f'root-certificates = "{connection.root_certificates.resolve()}"')
     path = connection.flwr_home / "config.toml"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
 
@@ -104,17 +112,9 @@ def make_supernode_key(out_dir: Path, site_id: str) -> tuple[Path, Path]:
     public_bytes = key.public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
     )
-    _write_private(private_path, private_bytes)
+    atomic_write_bytes(private_path, private_bytes, mode=0o600)
     public_path.write_bytes(public_bytes + b" radshare-site-" + site_id.encode() + b"\n")
     return private_path, public_path
-
-
-def _write_private(path: Path, payload: bytes) -> None:
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(payload)
-    os.replace(tmp, path)
 
 
 def _flwr(connection: FlowerConnection, *args: str, timeout_s: float = 60.0) -> str:
@@ -245,3 +245,67 @@ def _save_run_log(connection: FlowerConnection, run_id: str, log_path: Path) -> 
     with log_path.open("a", encoding="utf-8") as sink:
         for line in text.splitlines():
             sink.write(tag_line("serverapp", line))
+
+
+def site_node_config(
+    site_id: str,
+    *,
+    cache_dir: Path,
+    work_dir: Path,
+    hub: str,
+    tls_dir: Path,
+    keyring: Path,
+    signing_key: Path,
+    policy: Mapping[str, int | bool] | None = None,
+    **extra: object,
+) -> dict[str, object]:
+    """A site ClientApp's node config (``--node-config``); ``policy``: caps by node-config key.
+
+    ``policy`` keys: ``max-audit-samples``, ``max-audit-permutations``,
+    ``max-audits-per-artifact-per-day``,
+    ``max-evaluations-per-artifact-per-day``, ``max-queries-per-day``,
+    ``allow-federated-labeller`` (absent: the site's defaults). ``extra``: e.g.
+    ``labeller_dir=...`` becomes ``labeller-dir``.
+    """
+    config: dict[str, object] = {
+        "site": site_id,
+        "cache-dir": str(cache_dir),
+        "work-dir": str(work_dir),
+        "hub": hub,
+        "tls-dir": str(tls_dir),
+        "keyring": str(keyring),
+        "signing-key": str(signing_key),
+    }
+    config.update({key.replace("_", "-"): value for key, value in extra.items()})
+    for key, value in (policy or {}).items():
+        config[key] = str(value).lower() if isinstance(value, bool) else int(value)
+    return config
+
+
+def write_consortium_keyring(public_keys: Mapping[str, Path], out: Path) -> Path:
+    """Write the consortium keyring file (site id → Ed25519 PEM) from public-key files.
+
+    What ``radshare-hub keyring export`` hands to the sites; rewritten atomically, so a
+    launcher may call it again after registering another site.
+    """
+    from shared.artifacts.keyring import keyring_from_pems
+
+    keyring = keyring_from_pems(
+        {site: path.read_bytes() for site, path in public_keys.items()}, source=str(out)
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, keyring.to_file_model().model_dump_json(indent=2) + "\n")
+    return out
+
+
+def registered_generator_run_config(bundle_dir: Path) -> dict[str, str]:
+    """``generator-id`` and ``weights-sha256`` of a pulled (verified) generator bundle."""
+    from shared.artifacts.bundle import SignedManifest
+    from shared.artifacts.generator import GENERATOR_FILE
+
+    path = Path(bundle_dir) / "manifest.json"
+    manifest = SignedManifest.from_json(path.read_bytes(), where=str(path))
+    return {
+        "generator-id": manifest.artifact_id,
+        "weights-sha256": manifest.model.files[GENERATOR_FILE].sha256,
+    }

@@ -66,6 +66,7 @@ def pull_bundle(ctx: DemoContext, hub_address: str, artifact_id: str, out: Path)
             shutil.rmtree(out)
         argv = ["radshare-hub", "pull", artifact_id, "--out", str(out), "--hub", hub_address]
         argv += ["--tls-dir", str(ctx.layout.tls), "--identity", "operator"]
+        argv += ["--hub-root", str(ctx.layout.registry)]  # verified against the hub's keyring
         run_hub(ctx, f"pull {artifact_id[:12]}", argv)
     manifest = json.loads((out / "manifest.json").read_text())
     return {"bundle": str(out), "manifest": manifest}
@@ -124,15 +125,28 @@ def federated_task(
     return {"run_id": run.run_id, "status": run.status, "elapsed_s": round(run.elapsed_s, 1)}
 
 
-def synthesize(ctx: DemoContext, site: Any, labeller_pulled: bool) -> dict[str, Any]:
+def synthesize(
+    ctx: DemoContext, site: Any, labeller_pulled: bool, audit: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """A labelled synthetic archive (NIH layout) from one site's generator and labeller.
 
     The generator is the bundle the hub pulled (signature verified); so is the labeller
     when its publication worked. Otherwise the labeller is read from the site's export
     (a shortcut only a one-machine demo can take; the output records it and the failed
     publish step keeps the demo from reporting success).
+
+    Synthesis goes through the hub's audit policy (the registry under the hub's root):
+    the site's federated audit (``audit``: the federated-audit step's outputs) must have
+    answered. Where it flagged the generator, the demo says so and overrides with a
+    reason, which the registry records and the archive's manifest shows.
     """
     require_verb("radshare-hub", "synthesize", "hub/synthesis")
+    result = (audit or {}).get("sites", {}).get(site.site_id, {})
+    if "passed" not in result:
+        raise StepFailedError(
+            f"no federated audit of site {site.site_id}'s generator yet; the hub's audit policy "
+            "refuses synthesis before it (run the demo again)"
+        )
     out = ctx.layout.archive(site.site_id)
     labeller = (
         ctx.layout.pulled(site.site_id, "labeller")
@@ -143,6 +157,18 @@ def synthesize(ctx: DemoContext, site: Any, labeller_pulled: bool) -> dict[str, 
     argv += ["--labeller", str(labeller), "--out", str(out)]
     argv += ["--size", str(ctx.settings.archive_images_per_site)]
     argv += ["--seed", str(ctx.config.seed), "--device", _device(ctx)]
+    argv += ["--hub-root", str(ctx.layout.registry)]  # bundles verified against its keyring
+    if not labeller_pulled:
+        argv.append("--trust-local-export")  # the one-machine demo's shortcut, said out loud
+    if not result["passed"]:  # the audit policy would refuse; the demo says so and overrides
+        import logging
+
+        logging.getLogger("radshare.deployment.demo").warning(
+            "hub: site %s's generator was flagged by its federated audit; synthesizing with "
+            "an override (recorded in the registry and the archive's manifest)",
+            site.site_id,
+        )
+        argv += ["--override-audit", _DEMO_OVERRIDE]
     if ctx.settings.synthesis == "unlabelled":
         argv.append("--unlabelled")
     else:
@@ -150,7 +176,16 @@ def synthesize(ctx: DemoContext, site: Any, labeller_pulled: bool) -> dict[str, 
         argv += ["--max-steps", str(steps), "--plateau-steps", str(max(5, steps // 5))]
     run_hub(ctx, f"synthesize archive of site {site.site_id}", argv)
     source = "pulled bundle" if labeller_pulled else "site export (labeller not published)"
-    return {"archive": str(out), "labeller": str(labeller), "labeller_source": source}
+    return {
+        "archive": str(out),
+        "labeller": str(labeller),
+        "labeller_source": source,
+        "audit_override": None if result["passed"] else _DEMO_OVERRIDE,
+    }
+
+
+#: The reason the demo gives when it synthesizes from a generator its audit flagged.
+_DEMO_OVERRIDE = "demo walkthrough at demo settings: the federated audit flagged this generator"
 
 
 def _device(ctx: DemoContext) -> str:
@@ -166,9 +201,14 @@ def pool(ctx: DemoContext, state: Any) -> dict[str, Any]:
 
         shutil.rmtree(out)
     argv = ["radshare-hub", "pool", "--out", str(out), "--seed", str(ctx.config.seed)]
+    argv += ["--hub-root", str(ctx.layout.registry)]  # the audit policy checks each generator
+    overridden = False
     for site in ctx.config.sites:
-        archive = state.outputs(f"hub.synthesize.{site.site_id}")["archive"]
-        argv += ["--archive", f"{site.site_id}={archive}"]
+        synthesized = state.outputs(f"hub.synthesize.{site.site_id}")
+        argv += ["--archive", f"{site.site_id}={synthesized['archive']}"]
+        overridden = overridden or bool(synthesized.get("audit_override"))
+    if overridden:  # an archive synthesized under an override needs one to be pooled, too
+        argv += ["--override-audit", _DEMO_OVERRIDE]
     run_hub(ctx, "pool archives", argv)
     return {"pool": str(out)}
 
@@ -223,9 +263,12 @@ def federated_audit(
         if isinstance(sites.get(site.site_id), dict) and "histogram" in sites[site.site_id]:
             continue
         out = ctx.layout.federated / "audit" / site.site_id
+        from deployment.flower import registered_generator_run_config
+
         run_config: dict[str, object] = {
-            "task": "audit",
-            "generator-bundle": str(ctx.layout.pulled(site.site_id)),
+            "task": "audit",  # named by registry id: the site pulls and verifies it itself
+            **registered_generator_run_config(ctx.layout.pulled(site.site_id)),
+            "keyring": str(ctx.layout.hub / "consortium-keyring.json"),
             "sites": site.site_id,
             "num-samples": ctx.settings.audit_num_generated,
             "seed": ctx.config.seed,
@@ -254,12 +297,12 @@ def federated_audit(
 
 def _store_report(ctx: DemoContext, consortium: Any, out: Path) -> bool:
     """Store the site's AuditReport at the hub (operator identity), where auditors read it."""
-    from hub.audit.report import read_audit_reports, upload_audit_reports
+    from hub.audit.report import read_signed_audit_reports, upload_audit_reports
     from shared.hub_client import ClientTLS, HubClient
 
     tls = ClientTLS.from_dir(ctx.layout.tls, "operator")
     with HubClient(consortium.hub_address, tls) as client:
-        stored = upload_audit_reports(client, read_audit_reports(out))
+        stored = upload_audit_reports(client, read_signed_audit_reports(out))
     return bool(stored)
 
 

@@ -43,6 +43,7 @@ from deployment.flower import (
 from deployment.processes import Service, free_port, service_env, start_service, tool, wait_until
 from hub.registry.server import SERVICE_NAME
 from shared.errors import ConfigError
+from shared.fileio import atomic_write_text
 from shared.hub_client import ClientTLS, HubClient
 
 __all__ = ["Consortium", "node_config_arg", "stop_leftovers"]
@@ -132,9 +133,7 @@ class Consortium:
             }
             for name, s in self.services.items()
         }
-        tmp = self.root / (SERVICES_FILE + ".tmp")
-        tmp.write_text(json.dumps(entries, indent=2))
-        os.replace(tmp, self.root / SERVICES_FILE)
+        atomic_write_text(self.root / SERVICES_FILE, json.dumps(entries, indent=2))
 
     def stop(self, name: str) -> int | None:
         """Stop one service (SIGTERM, then SIGKILL); its exit code."""

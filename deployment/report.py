@@ -69,13 +69,14 @@ def _steps_section(state: DemoState, elapsed_s: float, ctx: DemoContext) -> Sect
     return Section(SECTION_TITLES[0], text, [("Steps", ["step", "status", "s", "error"], rows)])
 
 
-def _hub_grid(bundle: Path, seed: int, num_images: int = 32) -> np.ndarray:
+def _hub_grid(bundle: Path, hub_root: Path, seed: int, num_images: int = 32) -> np.ndarray:
     """A grid of ``num_images`` samples drawn at the hub from a pulled generator bundle."""
     import torch
 
-    from shared.artifacts.bundle import load_generator
+    from hub.trust import HubKeyring
+    from shared.artifacts.generator import load_generator
 
-    G = load_generator(bundle)
+    G = load_generator(bundle, HubKeyring.at_root(hub_root))  # verified with the hub's keys
     z = torch.randn(num_images, G.z_dim, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         images = ((G(z).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[:, 0].numpy()
@@ -103,7 +104,7 @@ def _samples_section(ctx: DemoContext, state: DemoState) -> Section:
                 section.figures.append(
                     (
                         f"site {site.site_id}: 32 samples drawn at the hub",
-                        _hub_grid(Path(pulled), ctx.config.seed),
+                        _hub_grid(Path(pulled), ctx.layout.registry, ctx.config.seed),
                     )
                 )
                 continue

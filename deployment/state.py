@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from shared.errors import ConfigError
+from shared.fileio import atomic_write_text
 
 __all__ = ["DemoState", "StepRecord", "StepStatus"]
 
@@ -66,9 +66,7 @@ class DemoState:
 
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(self._data.model_dump_json(indent=2))
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, self._data.model_dump_json(indent=2))
 
     def get(self, step: str) -> StepRecord | None:
         """The record of ``step``, or None if it never started."""
