@@ -51,15 +51,10 @@ from hub.synthesis.pipeline import (  # noqa: E402
     usable_thresholds,
 )
 from hub.synthesis.sources import resolve_generator, resolve_labeller  # noqa: E402
+from shared.artifacts.labeller import ClassMetrics, LabellerCard, save_labeller_export  # noqa: E402
 from shared.labels import NIH_LABELS  # noqa: E402
 from shared.networks.generator import Generator, GeneratorConfig  # noqa: E402
-from shared.networks.labeller import (  # noqa: E402
-    ClassMetrics,
-    Labeller,
-    LabellerCard,
-    LabellerConfig,
-    save_labeller_export,
-)
+from shared.networks.labeller import Labeller, LabellerConfig  # noqa: E402
 
 
 class _StopError(Exception):
@@ -172,14 +167,20 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="per measurement")
     parser.add_argument("--skip-archive", action="store_true", help="only class optimisation")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--trust-local-export", action="store_true", help="--generator/--labeller are exports"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         if args.generator and args.labeller:
             gen_ref, lab_ref = args.generator, args.labeller
+            trusted = args.trust_local_export
         else:
             gen_ref, lab_ref = stand_in_sources(Path(tmp))
-        generator, labeller = resolve_generator(gen_ref), resolve_labeller(lab_ref)
+            trusted = True  # unsigned stand-ins this script just made
+        generator = resolve_generator(gen_ref, trust_local_export=trusted)
+        labeller = resolve_labeller(lab_ref, trust_local_export=trusted)
         print(f"device {device} ({platform.processor() or platform.machine()}, "
               f"torch threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.1f}); "
               f"generator {generator.config.resolution_px} px z_dim {generator.config.z_dim}; "

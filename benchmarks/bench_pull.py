@@ -32,10 +32,9 @@ def main(argv: list[str] | None = None) -> None:
 
     from hub.pooling.archive import read_archive
     from hub.pooling.pool import PoolOptions, plan_pool
-    from hub.pooling.pull import ArchivePuller
     from hub.pooling.writer import write_pooled_archive
     from hub.registry.server import start_server
-    from shared.hub_client import ClientTLS
+    from shared.hub_client import ClientTLS, HubClient
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=20_000)
@@ -61,10 +60,10 @@ def main(argv: list[str] | None = None) -> None:
     before = _peak_rss_mb()
     try:
         t0 = time.time()
-        with ArchivePuller(
+        with HubClient(
             f"127.0.0.1:{server.port}", ClientTLS.from_dir(consortium.tls, "operator")
-        ) as puller:
-            puller.pull(pooled.archive_id, work / "pulled")
+        ) as hub:
+            hub.pull_archive(pooled.archive_id, work / "pulled")
         elapsed = time.time() - t0
     finally:
         server.stop(grace_s=None)

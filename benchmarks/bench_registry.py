@@ -24,7 +24,7 @@ import yaml
 
 from hub.certs import ensure_consortium_certs
 from hub.registry.keyring import DirectoryKeyring
-from shared.artifacts.bundle import GENERATOR_FILE, write_generator_bundle
+from shared.artifacts.generator import GENERATOR_FILE, write_generator_bundle
 from shared.artifacts.signing import generate_signing_key, public_key_pem
 from shared.errors import RegistryError
 from shared.hub_client import ClientTLS, HubClient
@@ -111,7 +111,8 @@ def main() -> None:
                     upload_s = time.perf_counter() - start
                 with HubClient(address, ClientTLS.from_dir(tls, "operator")) as operator:
                     start = time.perf_counter()
-                    operator.pull(result.artifact.artifact_id, base / "pulled")
+                    keys = DirectoryKeyring(base / "site_keys")
+                    operator.pull(result.artifact.artifact_id, base / "pulled", trusted=keys)
                     download_s = time.perf_counter() - start
             finally:
                 proc.terminate()

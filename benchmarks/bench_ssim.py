@@ -12,7 +12,15 @@ Prints, for 256² uint8 images and the uniform 7×7 window (and the Gaussian one
 3. With ``--data``: the prefilter's recall against the exhaustive search on real
    images (site A and site B radiographs, held-out queries).
 
-Run: ``python benchmarks/bench_ssim.py [--device cuda] [--data ../shared/data] [--quick]``.
+4. CPU sections (``benchmarks/ssim_cpu.py``), each alone or together, on real images
+   from ``--data`` or ``RADSHARE_SAMPLE_DATA``: ``--cpu-compare`` (scikit-image,
+   today's torch search and the fused numba kernel, same run and threads; last
+   line ``speedup vs torch search: N.N×``), ``--prune`` (pairs the exact bound
+   skips on real radiographs; the audit end to end) and ``--memory`` (peak RSS
+   of a search over 20,000 images of 256², in its own process).
+
+Run: ``python benchmarks/bench_ssim.py [--device cuda] [--data ../shared/data] [--quick]``;
+``python benchmarks/bench_ssim.py --cpu-compare --threads 1``.
 Images for timing are smooth random fields (speed does not depend on content);
 the real images are read only where ``--data`` is given, and never written.
 """
@@ -220,9 +228,21 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--data", type=Path, default=None, help="team data for the recall table")
     parser.add_argument("--quick", action="store_true", help="fewer pairs, for a smoke run")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="CPU threads (all; 1 for the CPU sections)"
+    )
     parser.add_argument("--skip", default="", help="comma list of sections to skip: rates,search")
+    parser.add_argument("--cpu-compare", action="store_true", help="skimage vs torch vs fused")
+    parser.add_argument("--prune", action="store_true", help="bound pruning on real images")
+    parser.add_argument("--memory", action="store_true", help="peak RSS over 20,000 reals")
+    parser.add_argument("--memory-reals", type=int, default=20000, help="reals of --memory")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs, best kept")
+    parser.add_argument("--memory-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.cpu_compare or args.prune or args.memory or args.memory_only:
+        cpu_sections(args)
+        return
+    args.threads = args.threads or os.cpu_count() or 1
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor()
     print(f"# bench_ssim: torch {torch.__version__}, device {args.device} ({name}), "
           f"{os.cpu_count()} CPU threads")  # fmt: skip
@@ -233,6 +253,37 @@ def main() -> None:
         print_search(args.device, args.quick, args.threads)
     if args.data is not None:
         print_recall(args.device, args.data, args.quick, args.threads)
+
+
+def cpu_sections(args: argparse.Namespace) -> None:
+    """The fused-kernel sections; ``--cpu-compare`` runs last so its speedup is the last line."""
+    import subprocess
+    import sys
+
+    import ssim_cpu
+
+    data = ssim_cpu.data_root(args.data)
+    threads = args.threads or 1  # per-core numbers unless asked otherwise
+    if args.memory_only:
+        assert data is not None
+        ssim_cpu.memory_peak(data, threads, args.memory_reals)
+        return
+    if data is None:
+        raise SystemExit("--cpu-compare/--prune/--memory need --data or RADSHARE_SAMPLE_DATA")
+    print(f"# bench_ssim CPU sections: torch {torch.__version__}, numba "
+          f"{ssim_cpu.ssim_fused.numba.__version__}, {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} CPU threads, load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    if args.memory:
+        command = [
+            sys.executable, __file__, "--memory-only", "--data", str(data),
+            "--threads", str(threads), "--memory-reals", str(args.memory_reals),
+        ]  # fmt: skip
+        subprocess.run(command, check=True)
+    if args.prune:
+        ssim_cpu.prune_real(data, threads, args.quick)
+    if args.cpu_compare:
+        images = ssim_cpu.load_site(data, "cxr-site-a", 400)
+        ssim_cpu.cpu_compare(images, threads, args.repeats, args.quick)
 
 
 if __name__ == "__main__":

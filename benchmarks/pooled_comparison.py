@@ -109,13 +109,9 @@ def stage_small_labellers(work: Path, epochs: int, sites: list[str]) -> None:
     """
     from helpers_cache import build_site_cache
 
+    from shared.artifacts.labeller import ClassMetrics, LabellerCard, save_labeller_export
     from shared.evaluation_records import TrainRecipe
-    from shared.networks.labeller import (
-        ClassMetrics,
-        LabellerCard,
-        LabellerConfig,
-        save_labeller_export,
-    )
+    from shared.networks.labeller import LabellerConfig
     from shared.stats import roc_auc, youden_threshold
     from site_node.evaluation.baseline import train_real_classifier, training_set
     from site_node.evaluation.evaluate import predict_split, split_labels
@@ -247,7 +243,8 @@ def stage_evaluate(work: Path, bundles: dict[str, Path], epochs: int, resamples:
     from hub.evaluation.comparison import comparison_table, markdown_table, save_evaluations
     from hub.evaluation.report import write_report
     from hub.flower.evaluate_server import request_content
-    from hub.pooling.bundle import load_classifier_bundle
+    from hub.trust import HubKeyring
+    from shared.artifacts.classifier import load_classifier_bundle
     from shared.evaluation_records import EvaluationRequest, TrainRecipe, evaluation_from_records
     from site_node.flower.evaluate_task import evaluate_classifier_task
 
@@ -255,7 +252,7 @@ def stage_evaluate(work: Path, bundles: dict[str, Path], epochs: int, resamples:
     out.mkdir(parents=True, exist_ok=True)
     contents, cfg = {}, None
     for tag, bundle in bundles.items():
-        net, card, _ = load_classifier_bundle(bundle)
+        net, card, _ = load_classifier_bundle(bundle, HubKeyring.at_root(work / "hub"))
         thresholds = {c.name: c.threshold_logit for c in card.classes}
         request = EvaluationRequest(
             tag=tag,

@@ -9,13 +9,16 @@ command again reuses the CA and issues only what is missing::
     <out>/server.crt server.key   the hub (SAN: localhost, 127.0.0.1, --server-host ...)
     <out>/site-a.crt site-a.key   identity "site:a" (hand both to site a, with ca.crt)
     <out>/operator.crt ...        identity "operator"
+    <out>/issued/<serial>.crt     every certificate the CA issued (for revocation, ``sites``)
+
+Issuing one certificate with only ``ca.crt`` + ``ca.key`` at hand, renewing and
+revoking are in ``hub.ca``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -26,12 +29,24 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from hub.registry.auth import URI_SCHEME, parse_identity
 from shared.errors import ConfigError
+from shared.fileio import atomic_write_bytes
 from shared.hub_client import identity_file_stem
+from shared.site_ids import check_site_id
 
-__all__ = ["SERVER_STEM", "create_ca", "ensure_consortium_certs", "issue_certificate"]
+__all__ = [
+    "ISSUED_DIR",
+    "SERVER_STEM",
+    "create_ca",
+    "ensure_consortium_certs",
+    "issue_certificate",
+    "record_issued",
+]
 
 #: File stem of the hub's own certificate and key.
 SERVER_STEM = "server"
+
+#: Sub-folder of the CA folder that keeps a copy of every certificate issued.
+ISSUED_DIR = "issued"
 
 _PrivateKey = ec.EllipticCurvePrivateKey
 
@@ -122,20 +137,23 @@ def issue_certificate(
     return key, cert
 
 
-def _write(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
-
-
 def _save(out: Path, stem: str, key: _PrivateKey, cert: x509.Certificate) -> None:
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    _write(out / f"{stem}.key", pem, 0o600)
-    _write(out / f"{stem}.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    atomic_write_bytes(out / f"{stem}.key", pem, mode=0o600)
+    atomic_write_bytes(
+        out / f"{stem}.crt", cert.public_bytes(serialization.Encoding.PEM), mode=0o644
+    )
+
+
+def record_issued(ca_dir: Path, cert: x509.Certificate) -> Path:
+    """Keep a copy of ``cert`` as ``<ca_dir>/issued/<serial hex>.crt`` (the CA's ledger)."""
+    folder = Path(ca_dir) / ISSUED_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{cert.serial_number:x}.crt"
+    atomic_write_bytes(path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    return path
 
 
 def _load_ca(out: Path) -> tuple[_PrivateKey, x509.Certificate]:
@@ -161,6 +179,8 @@ def ensure_consortium_certs(
     """
     identities = list(identities)
     for name in identities:
+        if name.startswith("site:"):  # the one site-id rule (shared.site_ids)
+            check_site_id(name.removeprefix("site:"), where=f"identity {name!r}")
         parse_identity(name)  # refuse them all before writing anything
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -175,6 +195,8 @@ def ensure_consortium_certs(
         if (out / f"{stem}.crt").exists():
             continue
         hosts = server_hosts if identity is None else ()
-        _save(out, stem, *issue_certificate(ca_key, ca_cert, identity, server_hosts=hosts))
+        key, cert = issue_certificate(ca_key, ca_cert, identity, server_hosts=hosts)
+        _save(out, stem, key, cert)
+        record_issued(out, cert)
         written.append(out / f"{stem}.crt")
     return written

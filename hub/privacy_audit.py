@@ -22,12 +22,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from opacus.accountants import create_accountant
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.artifacts.bundle import read_bundle
-from shared.artifacts.manifest import DPParameters, GeneratorManifest
+from shared.artifacts.generator import GeneratorManifest
+from shared.artifacts.keyring import TrustedKey
+from shared.artifacts.manifest import DPParameters
 from shared.errors import ArtifactError
 
 __all__ = ["DPAuditResult", "audit_dp", "audit_dp_bundle", "recompute_epsilon"]
@@ -131,13 +132,10 @@ def audit_dp(manifest: GeneratorManifest, *, tolerance: float = 0.01) -> DPAudit
 
 
 def audit_dp_bundle(
-    bundle_dir: Path,
-    public_key: Ed25519PublicKey | Path | bytes | None = None,
-    *,
-    tolerance: float = 0.01,
+    bundle_dir: Path, trusted: TrustedKey, *, tolerance: float = 0.01
 ) -> DPAuditResult:
-    """Verify a generator bundle (signature, hashes), then :func:`audit_dp` its manifest."""
-    signed = read_bundle(Path(bundle_dir), public_key)
+    """Verify a generator bundle (signature against ``trusted``, hashes), then audit its ε."""
+    signed = read_bundle(Path(bundle_dir), trusted)
     if not isinstance(signed.model, GeneratorManifest):
         raise ArtifactError(f"{bundle_dir}: kind {signed.model.kind.value!r} is not a generator")
     return audit_dp(signed.model, tolerance=tolerance)

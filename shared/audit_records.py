@@ -1,20 +1,29 @@
 """What the hub asks of a site in ``query.audit`` and what the site answers: Flower records.
 
-Request (hub → site): the :class:`AuditRequest` (generator id and config, audit
-settings, sample seed) as JSON in the ConfigRecord ``audit.request``, and the
-generator's G_ema weights in the ArrayRecord ``audit.generator``. Weights are a
-published artifact; nothing of any site's data travels this way.
+Request (hub → site): the :class:`AuditRequest` as JSON in the ConfigRecord
+``audit.request``: the generator's registry id, the sha256 of its weights file
+(the manifest's ``files["generator.safetensors"].sha256``), the audit settings
+and the chosen sites. No weights travel in the message: the site pulls the
+bundle from the hub's registry itself, verifies its signature against the
+consortium keyring and checks that sha256 before it audits anything, so a hub
+cannot ask a site about weights nobody registered (``site_node.flower``).
+:func:`request_from_records` refuses a request that carries any ArrayRecord.
 
-Reply (site → hub): the site's :class:`~shared.artifacts.audit.AuditSummary`,
-flattened into typed records — numbers (counts, quantiles, p-values, histogram
-edges and counts) in the MetricRecord ``audit.metrics``, and short strings and
-booleans (names, the verdict's rule and reasons, flags) in the ConfigRecord
-``audit.meta``. No ArrayRecord, no pixel, no patient id: the summary model
-forbids anything else, and :func:`summary_from_records` refuses a reply that
-holds more than these two records. Keys are the summary's field paths joined by
-``/`` (quantile names hold dots).
+Reply (site → hub): the :class:`~shared.artifacts.audit.AuditReport` the site
+built and signed with its site key, as the exact bytes it signed
+(:func:`~shared.artifacts.audit.sign_audit_report`), in the ConfigRecord
+``audit.report``. The hub keeps those bytes verbatim and hands them to the
+registry. The report model forbids extra fields and caps every list, so no
+pixel or patient id can ride along; :func:`report_from_records` refuses a reply
+that holds any other record.
 
-Shared by ``site_node.flower.audit_task`` and ``hub.flower.audit_server``.
+A refusal under the site's query policy is a reply error with code
+:data:`REFUSED_CODE` whose reason names the rule, the value and the limit.
+
+:func:`summary_to_records` / :func:`summary_from_records` keep the flat
+(metrics + strings) form of a summary for callers that exchange bare summaries.
+
+Shared by ``site_node.flower`` and ``hub.flower.audit_server``.
 """
 
 from __future__ import annotations
@@ -24,20 +33,23 @@ from typing import Any
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.artifacts.audit import AuditSettings, AuditSummary
-from shared.errors import FederationError
-from shared.networks.generator import GeneratorConfig
+from shared.artifacts.audit import AuditReport, AuditSettings, AuditSummary, parse_audit_report
+from shared.errors import ArtifactError, FederationError
 
 __all__ = [
     "FAILED_CODE",
-    "GENERATOR_RECORD",
+    "MAX_REPORT_BYTES",
     "MESSAGE_TYPE",
     "META_RECORD",
     "METRICS_RECORD",
+    "REFUSED_CODE",
+    "REPORT_RECORD",
     "REQUEST_RECORD",
     "SITE_KEY",
     "SKIPPED_CODE",
     "AuditRequest",
+    "report_from_records",
+    "report_to_records",
     "request_from_records",
     "request_to_records",
     "summary_from_records",
@@ -46,13 +58,18 @@ __all__ = [
 
 MESSAGE_TYPE = "query.audit"
 REQUEST_RECORD = "audit.request"
-GENERATOR_RECORD = "audit.generator"
+REPORT_RECORD = "audit.report"
 METRICS_RECORD = "audit.metrics"
 META_RECORD = "audit.meta"
 SITE_KEY = "site_id"  # in audit.meta, beside the summary's fields
-#: Reply error codes: the task failed at the site; the site was not among the chosen ones.
+#: Reply error codes: the task failed at the site; the site was not among the chosen ones;
+#: the site refused the request under its query policy (shared by ``evaluate.classifier``).
 FAILED_CODE = 1001
 SKIPPED_CODE = 1002
+REFUSED_CODE = 1003
+#: The largest signed report a hub accepts in a reply (a report is a few KiB).
+MAX_REPORT_BYTES = 256 * 2**10
+_SHA256 = r"^[0-9a-f]{64}$"
 _SEP = "/"
 
 
@@ -61,8 +78,10 @@ class AuditRequest(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    generator_id: str = Field(min_length=1, max_length=128)
-    generator_config: GeneratorConfig
+    generator_id: str = Field(pattern=_SHA256, description="the generator's registry id")
+    weights_sha256: str = Field(
+        pattern=_SHA256, description="sha256 of the bundle's generator.safetensors"
+    )
     settings: AuditSettings = Field(default_factory=AuditSettings)
     sites: list[str] | None = Field(
         default=None, description="site ids that should audit (None: every site asked)"
@@ -73,26 +92,53 @@ class AuditRequest(BaseModel):
         return self.sites is None or site_id in self.sites
 
 
-def request_to_records(request: AuditRequest, weights: Any) -> RecordDict:
-    """Request records; ``weights`` is an ``ArrayRecord`` of G_ema's state dict."""
-    return RecordDict(
-        {
-            REQUEST_RECORD: ConfigRecord({"json": request.model_dump_json()}),
-            GENERATOR_RECORD: weights,
-        }
-    )
+def request_to_records(request: AuditRequest) -> RecordDict:
+    """Request records: the request's JSON only (never weights)."""
+    return RecordDict({REQUEST_RECORD: ConfigRecord({"json": request.model_dump_json()})})
 
 
 def request_from_records(content: RecordDict) -> AuditRequest:
-    """The request of a ``query.audit`` message; FederationError if malformed."""
+    """The request of a ``query.audit`` message; FederationError if malformed or carrying arrays."""
+    if content.array_records:
+        raise FederationError(
+            f"{MESSAGE_TYPE}: the request carries arrays {sorted(content.array_records)}; "
+            "a site audits only registered generators, named by registry id and sha256"
+        )
     if REQUEST_RECORD not in content.config_records:
         raise FederationError(f"{MESSAGE_TYPE}: no ConfigRecord {REQUEST_RECORD!r}")
-    if GENERATOR_RECORD not in content.array_records:
-        raise FederationError(f"{MESSAGE_TYPE}: no ArrayRecord {GENERATOR_RECORD!r} (weights)")
     try:
         return AuditRequest.model_validate_json(str(content.config_records[REQUEST_RECORD]["json"]))
     except (KeyError, ValueError) as error:
         raise FederationError(f"{MESSAGE_TYPE}: invalid request: {error}") from error
+
+
+def report_to_records(signed_report: bytes) -> RecordDict:
+    """Reply records: the site-signed AuditReport bytes, unchanged."""
+    return RecordDict({REPORT_RECORD: ConfigRecord({"json": signed_report})})
+
+
+def report_from_records(content: RecordDict) -> tuple[bytes, AuditReport]:
+    """The signed report bytes of a reply, and the report they hold (signature not checked).
+
+    Raises FederationError for any other record, a missing or oversized report, or
+    bytes that are not an AuditReport.
+    """
+    names = set(content.keys())
+    if names != {REPORT_RECORD} or REPORT_RECORD not in content.config_records:
+        raise FederationError(
+            f"{MESSAGE_TYPE} reply holds records {sorted(names)}; expected [{REPORT_RECORD!r}]"
+        )
+    data = content.config_records[REPORT_RECORD].get("json")
+    if not isinstance(data, bytes):
+        raise FederationError(f"{MESSAGE_TYPE} reply: {REPORT_RECORD!r} holds no report bytes")
+    if len(data) > MAX_REPORT_BYTES:
+        raise FederationError(
+            f"{MESSAGE_TYPE} reply: report of {len(data)} bytes > {MAX_REPORT_BYTES} allowed"
+        )
+    try:
+        return data, parse_audit_report(data, where=f"{MESSAGE_TYPE} reply")
+    except ArtifactError as error:
+        raise FederationError(str(error)) from error
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

@@ -20,9 +20,14 @@ errors name the file, the field and the offending value::
     │   ├── NotFoundError      no such generator, labeller or archive
     │   ├── PermissionDeniedError  the caller's role does not allow it
     │   ├── QuotaError         upload size or concurrency limit reached
-    │   └── UploadInterruptedError  an upload that is incomplete or busy: resume it
+    │   │   └── BusyError      a limit that frees itself (slots, staged bytes): retry later
+    │   ├── UploadInterruptedError  an upload that is incomplete or busy: resume it
+    │   ├── RegistryUnavailableError  the registry database is missing, unreadable or corrupt
+    │   └── DataLossError      a stored blob is missing or no longer matches its sha256
     ├── AuditError             an audit that cannot run, or a failed pre-publication gate
+    │   └── AuditPolicyError   the hub's audit policy refuses a generator for synthesis
     └── FederationError        a federated task failed or a site was unavailable
+        └── QueryRefusedError  a site refused a query outside its query policy
 """
 
 from __future__ import annotations
@@ -30,9 +35,12 @@ from __future__ import annotations
 __all__ = [
     "ArtifactError",
     "AuditError",
+    "AuditPolicyError",
+    "BusyError",
     "CacheError",
     "ConfigError",
     "DataError",
+    "DataLossError",
     "FederationError",
     "ImageDecodeError",
     "IntegrityError",
@@ -40,9 +48,11 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "PrivacyBudgetExhaustedError",
+    "QueryRefusedError",
     "QuotaError",
     "RadshareError",
     "RegistryError",
+    "RegistryUnavailableError",
     "SignatureError",
     "SplitError",
     "TrainingError",
@@ -119,13 +129,41 @@ class QuotaError(RegistryError):
     """An upload size or concurrency limit was reached."""
 
 
+class BusyError(QuotaError):
+    """A limit that frees itself (upload slots in use, staged bytes): retry after a while."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class UploadInterruptedError(RegistryError):
     """An upload that ended before every byte arrived, or is busy in another stream: resume it."""
+
+
+class RegistryUnavailableError(RegistryError):
+    """The registry's database is missing, unreadable or corrupt: restore a backup or verify."""
+
+
+class DataLossError(RegistryError):
+    """A stored blob is missing or no longer matches its sha256 (``radshare-hub verify``)."""
 
 
 class AuditError(RadshareError):
     """An audit that cannot run, or a failed pre-publication gate."""
 
 
+class AuditPolicyError(AuditError):
+    """The hub's audit policy refuses a generator for synthesis (failed, missing, stale, ...)."""
+
+
 class FederationError(RadshareError):
     """A federated task failed or a site was unavailable."""
+
+
+class QueryRefusedError(FederationError):
+    """A site refused a federated query outside its query policy (the rule, value and limit)."""
+
+    def __init__(self, rule: str, message: str):
+        super().__init__(f"refused by rule {rule}: {message}")
+        self.rule = rule

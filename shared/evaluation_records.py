@@ -1,8 +1,13 @@
 """What the hub asks of a site in ``evaluate.classifier`` and what the site answers.
 
-The request (``EvaluationRequest``) travels as JSON in a ConfigRecord, the classifier's
-weights in an ArrayRecord, and optional synthetic enrichment images (hub → site only)
-in another ArrayRecord. The reply (``SiteEvaluation``) travels as typed records that
+The request (``EvaluationRequest``) travels as JSON in a ConfigRecord. A published
+classifier is named by its registry id and the sha256 of its weights file
+(``classifier_id``, ``weights_sha256``): the site pulls and verifies the bundle
+itself and never evaluates weights that are not registered. Only the validation
+round of federated labeller training sends weights inline (an ArrayRecord), and a
+site answers it only when it takes part in that training (``site_node.flower``).
+Optional synthetic enrichment images (hub → site only) travel in another ArrayRecord.
+The reply (``SiteEvaluation``) travels as typed records that
 hold **aggregates only** — per-class counts, ROC AUC, sensitivity and specificity at
 a Youden threshold, their bootstrap CIs, a ROC curve sampled on a fixed grid of false
 positive rates — and no per-image value: :func:`evaluation_to_records` writes only
@@ -93,6 +98,14 @@ class EvaluationRequest(BaseModel):
 
     tag: str = Field(description="the hub's name for this classifier, e.g. 'pooled'")
     mode: Literal["evaluate", "train-real"] = "evaluate"
+    classifier_id: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$", description="registry id of the classifier"
+    )
+    weights_sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="sha256 of the bundle's classifier.safetensors (with classifier_id)",
+    )
     split: Literal["val", "test"] = "test"
     labeller_config: LabellerConfig
     fallback_thresholds_logit: dict[str, float | None] = Field(default_factory=dict)

@@ -22,6 +22,7 @@ from shared.artifacts.signing import (
     write_public_key,
 )
 from shared.errors import ConfigError
+from shared.site_ids import check_site_id
 
 __all__ = ["SiteKeyPaths", "generate_site_key", "load_site_signing_key", "site_key_paths"]
 
@@ -36,7 +37,11 @@ class SiteKeyPaths:
 
 
 def site_key_paths(folder: Path, site_id: str) -> SiteKeyPaths:
-    """``<folder>/site-<id>.ed25519`` and ``<folder>/site-<id>.ed25519.pub``."""
+    """``<folder>/site-<id>.ed25519`` and ``<folder>/site-<id>.ed25519.pub``.
+
+    ConfigError if ``site_id`` breaks the site-id rule (``shared.site_ids``).
+    """
+    check_site_id(site_id, where="--site")
     private = Path(folder) / f"site-{site_id}.ed25519"
     return SiteKeyPaths(private, private.with_name(private.name + ".pub"))
 

@@ -11,7 +11,6 @@ content-hash id is the same and the hub answers "already published".
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 from pathlib import Path
@@ -19,17 +18,18 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shared.artifacts.bundle import (
+from shared.artifacts.bundle import SignedManifest, inspect_safetensors, read_bundle
+from shared.artifacts.generator import (
     GENERATOR_FILE,
-    SignedManifest,
+    GeneratorManifest,
+    LocalAuditSummary,
     check_generator_tensors,
-    inspect_safetensors,
-    read_bundle,
     write_generator_bundle,
 )
-from shared.artifacts.manifest import GeneratorManifest, LocalAuditSummary, parse_manifest
+from shared.artifacts.manifest import parse_manifest
 from shared.artifacts.records import ArtifactKind, PublishResult
 from shared.errors import ArtifactError
+from shared.fileio import sha256_bytes
 from shared.hub_client import HubClient
 
 __all__ = ["BUNDLE_DIR", "build_generator_bundle", "generator_manifest_fields", "publish_run"]
@@ -101,7 +101,7 @@ def _reuse_existing(
 
     existing = read_bundle(out_dir, key.public_key())
     weights = save(tensors, metadata={"format": "pt"})
-    entry = {"sha256": hashlib.sha256(weights).hexdigest(), "size_bytes": len(weights)}
+    entry = {"sha256": sha256_bytes(weights), "size_bytes": len(weights)}
     body = {
         **fields,
         "files": {GENERATOR_FILE: entry},

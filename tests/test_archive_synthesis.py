@@ -27,17 +27,17 @@ from hub.synthesis.class_optimisation import ClassOptimisationSettings
 from hub.synthesis.local_sampling import LocalSamplingSettings
 from hub.synthesis.pipeline import SynthesisOptions, prepare_synthesis, synthesize
 from hub.synthesis.targets import allocate_targets, plan_series_sizes
-from shared.errors import ConfigError, LabelError
-from shared.labels import NIH_FINDINGS, NIH_LABELS
-from shared.networks.generator import Generator, GeneratorConfig
-from shared.networks.labeller import (
+from shared.artifacts.keyring import ConsortiumKeyring
+from shared.artifacts.labeller import (
     ClassMetrics,
-    Labeller,
     LabellerCard,
-    LabellerConfig,
     load_labeller_export,
     save_labeller_export,
 )
+from shared.errors import ConfigError, LabelError
+from shared.labels import NIH_FINDINGS, NIH_LABELS
+from shared.networks.generator import Generator, GeneratorConfig
+from shared.networks.labeller import Labeller, LabellerConfig
 
 Z_DIM, RES = 16, 32
 NO_THRESHOLD = ("Hernia", "Pneumonia")  # no validation positives: no threshold
@@ -165,6 +165,7 @@ def _options(sources, out, **changes):
             batch_size=16, max_steps=80, plateau_patience_steps=25
         ),
         sampling=LocalSamplingSettings(batch_size=64, max_draws_per_image=6),
+        trust_local_export=True,  # the sources are training exports
     )  # fmt: skip
     return SynthesisOptions(**{**base, **changes})
 
@@ -182,7 +183,7 @@ def _rows(path):
 
 
 def _labeller_logits_of_pngs(sources, image_dir, names):
-    labeller, card = load_labeller_export(sources / "lab")
+    labeller, card = load_labeller_export(sources / "lab", trust_local_export=True)
     pixels = np.stack([imread(image_dir / n) for n in names])
     with torch.no_grad():
         logits = labeller(torch.from_numpy(pixels).float()[:, None] / 127.5 - 1)
@@ -454,6 +455,13 @@ def test_command_logs_progress_lines_and_writes_the_archive(sources, caplog):
     argv = ["synthesize", "--generator", str(sources / "gen"), "--labeller", str(sources / "lab")]
     argv += ["--out", str(out), "--size", "60", "--labels", "balanced", "--seed", "3"]
     argv += ["--device", "cpu", "--batch-size", "16", "--max-steps", "80", "--plateau-steps", "25"]
+    argv += ["--trust-local-export"]
+    # A training export is no registered generator: the audit policy needs an override,
+    # recorded in the hub's registry (hub.registry.audit_policy).
+    from hub.registry.sqlite_registry import SqliteRegistry
+
+    registry = SqliteRegistry(sources.parent / "cli-hub")
+    argv += ["--hub-root", str(registry.root), "--override-audit", "synthesis CLI test export"]
     with caplog.at_level(logging.INFO, logger="radshare.hub.synthesis"):
         result = CliRunner().invoke(app, argv)
     assert result.exit_code == 0, result.output
@@ -480,10 +488,12 @@ def test_archive_from_a_bundle_names_its_site_and_annotated_labels(sources, tmp_
     pem = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    (bundle / "signer.pub").write_bytes(pem)  # as in a bundle pulled from the hub
+    keyring = ConsortiumKeyring({"a": pem}, source="consortium-keyring.json")
     out = tmp_path / "archive"
     manifest = synthesize(
-        _options(sources, out, generator=str(bundle), num_images=20, unlabelled=True)
+        _options(
+            sources, out, generator=str(bundle), num_images=20, unlabelled=True, trusted=keyring
+        )
     )
     callable_ = set(manifest.callable_classes)
     assert manifest.site_id == "a"

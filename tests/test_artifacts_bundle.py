@@ -14,21 +14,21 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from shared.artifacts.bundle import (
+from shared.artifacts.bundle import SignedManifest, TensorInfo, inspect_safetensors, read_bundle
+from shared.artifacts.generator import (
     GENERATOR_FILE,
-    SignedManifest,
-    TensorInfo,
-    inspect_safetensors,
+    GeneratorManifest,
     load_generator,
-    read_bundle,
     write_generator_bundle,
 )
-from shared.artifacts.manifest import GeneratorManifest, parse_manifest
+from shared.artifacts.keyring import ConsortiumKeyring
+from shared.artifacts.manifest import parse_manifest
 from shared.artifacts.signing import (
     artifact_id_of,
     canonical_json,
     generate_signing_key,
     parse_json_object,
+    public_key_pem,
     sign_body,
 )
 from shared.errors import ArtifactError, IntegrityError, SignatureError, UnsafeArtifactError
@@ -138,10 +138,14 @@ def test_signature_by_another_key_is_refused(bundle):
         read_bundle(folder, generate_signing_key().public_key())
 
 
-def test_missing_signature_and_missing_key_are_refused(bundle, key):
-    folder, _, _ = bundle
-    with pytest.raises(SignatureError, match="no public key given"):
-        read_bundle(folder)
+def test_missing_signature_and_unknown_site_are_refused(bundle, key):
+    folder, signed, _ = bundle
+    site = signed.model.site_id
+    other = ConsortiumKeyring({"zz": public_key_pem(key.public_key())}, source="keys.json")
+    with pytest.raises(
+        SignatureError, match=f"site {site!r} is not in the consortium keyring keys"
+    ):
+        read_bundle(folder, other)
     raw = json.loads((folder / "manifest.json").read_text())
     del raw["signature"]
     (folder / "manifest.json").write_text(json.dumps(raw))

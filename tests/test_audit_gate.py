@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from shared.artifacts.audit import AuditSummary, AuditVerdict, to_local_audit_summary
 from shared.artifacts.bundle import read_bundle
 from shared.errors import AuditError, SignatureError
+from shared.fileio import sha256_file
 from shared.networks.generator import Generator, GeneratorConfig
 from site_node.audit.gate import (
     AUDITED_WEIGHTS_FILE,
@@ -21,7 +22,6 @@ from site_node.audit.gate import (
     SUMMARY_FILE,
     latest_audit,
     publication_audit,
-    sha256_of,
     write_audit_folder,
 )
 from site_node.cli import app
@@ -66,7 +66,9 @@ def test_cli_writes_summary_manifest_entry_weights_hash_and_a_local_panel(audite
     local = json.loads((folder / LOCAL_SUMMARY_FILE).read_text())
     assert local == json.loads(to_local_audit_summary(summary).model_dump_json())
     weights = run / "export" / WEIGHTS_NAME
-    assert json.loads((folder / AUDITED_WEIGHTS_FILE).read_text()) == {"sha256": sha256_of(weights)}
+    assert json.loads((folder / AUDITED_WEIGHTS_FILE).read_text()) == {
+        "sha256": sha256_file(weights)[0]
+    }
     assert (folder / "panel" / "nearest_pairs.png").read_bytes()[:4] == b"\x89PNG"
     assert (summary.num_samples, summary.resolution_px) == (16, 32)
 
@@ -76,8 +78,8 @@ def test_gate_passes_the_latest_passing_audit_of_these_weights(audited_run, tmp_
     run, summary = audited_run
     weights = run / "export" / WEIGHTS_NAME
     run_copy = tmp_path / "run"
-    _write(run_copy, "20260101T000000000000Z", summary, False, sha256_of(weights))
-    newest = _write(run_copy, "20260102T000000000000Z", summary, True, sha256_of(weights))
+    _write(run_copy, "20260101T000000000000Z", summary, False, sha256_file(weights)[0])
+    newest = _write(run_copy, "20260102T000000000000Z", summary, True, sha256_file(weights)[0])
     decision = publication_audit(run_copy, weights)
     assert decision.override_reason is None
     assert decision.entry == to_local_audit_summary(newest)
@@ -89,7 +91,7 @@ def test_gate_refuses_failed_missing_or_stale_audits_unless_overridden(audited_r
     weights = run / "export" / WEIGHTS_NAME
     with pytest.raises(AuditError, match="no audit"):
         publication_audit(tmp_path / "never-audited", weights)
-    _write(tmp_path / "failed", "20260101T000000000000Z", summary, False, sha256_of(weights))
+    _write(tmp_path / "failed", "20260101T000000000000Z", summary, False, sha256_file(weights)[0])
     with pytest.raises(AuditError, match="FAILED: 3 samples"):
         publication_audit(tmp_path / "failed", weights)
     _write(tmp_path / "stale", "20260101T000000000000Z", summary, True, "0" * 64)
@@ -120,7 +122,7 @@ def test_publish_command_enforces_the_gate_and_signs_an_override(audited_run, tm
 
     refused = _publish_bundle_only(fresh, keys, tmp_path / "b0")
     assert isinstance(refused.exception, AuditError) and "no audit" in str(refused.exception)
-    _write(fresh, "20260101T000000000000Z", summary, False, sha256_of(weights))
+    _write(fresh, "20260101T000000000000Z", summary, False, sha256_file(weights)[0])
     refused = _publish_bundle_only(fresh, keys, tmp_path / "b1")
     assert isinstance(refused.exception, AuditError) and "FAILED" in str(refused.exception)
     assert not (tmp_path / "b0").exists() and not (tmp_path / "b1").exists()
@@ -136,7 +138,7 @@ def test_publish_command_enforces_the_gate_and_signs_an_override(audited_run, tm
     with pytest.raises(SignatureError):
         read_bundle(tmp_path / "b2", keys / "site-a.ed25519.pub")
 
-    _write(fresh, "20260102T000000000000Z", summary, True, sha256_of(weights))
+    _write(fresh, "20260102T000000000000Z", summary, True, sha256_file(weights)[0])
     done = _publish_bundle_only(fresh, keys, tmp_path / "b3")
     assert done.exit_code == 0, done.output
     entry = read_bundle(tmp_path / "b3", keys / "site-a.ed25519.pub").model.privacy.audit

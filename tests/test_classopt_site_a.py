@@ -40,8 +40,12 @@ def site_a_generator(tmp_path_factory, site_a: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def optimised(tmp_path_factory, site_a):
-    generator = resolve_generator(str(site_a_generator(tmp_path_factory, site_a)))
-    labeller = resolve_labeller(str(site_a_labeller(tmp_path_factory, site_a)))
+    generator = resolve_generator(
+        str(site_a_generator(tmp_path_factory, site_a)), trust_local_export=True
+    )
+    labeller = resolve_labeller(
+        str(site_a_labeller(tmp_path_factory, site_a)), trust_local_export=True
+    )
     check_compatible(generator, labeller)
     settings = ClassOptimisationSettings(batch_size=128, max_steps=100, plateau_patience_steps=30)
     # The classes synthesis may target: a threshold and a validation AUC above chance.

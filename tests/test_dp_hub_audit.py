@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from hub.privacy_audit import audit_dp, audit_dp_bundle
 from shared.artifacts.bundle import read_bundle
-from shared.artifacts.manifest import GeneratorManifest
+from shared.artifacts.generator import GeneratorManifest
 from shared.artifacts.signing import generate_signing_key, write_public_key
 from shared.errors import ArtifactError
 from shared.labels import NIH_LABELS

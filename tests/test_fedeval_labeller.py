@@ -12,8 +12,9 @@ from helpers_cache import build_site_cache
 from helpers_pool import small_site
 
 from hub.flower.fedavg_labeller import FedAvgSettings, dp_epsilon, fedavg_labeller
+from shared.artifacts.labeller import load_labeller_export
 from shared.evaluation_records import TrainRecipe
-from shared.networks.labeller import LabellerConfig, load_labeller_export
+from shared.networks.labeller import LabellerConfig
 from site_node.flower.evaluate_task import evaluate_classifier_task
 from site_node.flower.labeller_task import DPSetting, clip_and_noise, train_labeller_task
 
@@ -106,7 +107,7 @@ def test_one_fedavg_round_averages_the_sites_by_their_counts(grid, tmp_path):
                 states[0][name].double() * counts[0] + states[1][name].double() * counts[1]
             ) / sum(counts)
             torch.testing.assert_close(value.double(), expected, rtol=1e-6, atol=1e-7)
-    _, card = load_labeller_export(tmp_path / "fed")
+    _, card = load_labeller_export(tmp_path / "fed", trust_local_export=True)
     assert card.labeller_config == CFG and card.dp is None
     pneumonia = next(c for c in card.classes if c.name == "Pneumonia")
     assert pneumonia.val_positives > 0  # both sites' validation positives were counted

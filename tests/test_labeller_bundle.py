@@ -6,18 +6,18 @@ import pytest
 import torch
 
 from shared.artifacts.bundle import read_bundle
-from shared.artifacts.manifest import ArtifactKind
-from shared.artifacts.signing import generate_signing_key
-from shared.errors import ArtifactError, IntegrityError, SignatureError
-from shared.networks.labeller import (
+from shared.artifacts.keyring import ConsortiumKeyring
+from shared.artifacts.labeller import (
     ClassMetrics,
-    Labeller,
     LabellerCard,
-    LabellerConfig,
     LabellerManifest,
     load_labeller_bundle,
     write_labeller_bundle,
 )
+from shared.artifacts.manifest import ArtifactKind
+from shared.artifacts.signing import generate_signing_key, public_key_pem
+from shared.errors import ArtifactError, IntegrityError, SignatureError
+from shared.networks.labeller import Labeller, LabellerConfig
 
 CFG = LabellerConfig(
     resolution_px=32,
@@ -69,8 +69,11 @@ def test_tampered_or_unsigned_bundles_are_refused(tmp_path):
     write_labeller_bundle(tmp_path / "b", Labeller(CFG), _card(), "site-a", key)
     with pytest.raises(SignatureError):
         load_labeller_bundle(tmp_path / "b", generate_signing_key().public_key())
-    with pytest.raises(SignatureError, match="no public key"):
-        load_labeller_bundle(tmp_path / "b")
+    keyring = ConsortiumKeyring({"site-b": public_key_pem(key.public_key())}, source="kr.json")
+    with pytest.raises(
+        SignatureError, match=r"site 'site-a' is not in the consortium keyring kr\.json"
+    ):
+        load_labeller_bundle(tmp_path / "b", keyring)
     weights = tmp_path / "b" / "labeller.safetensors"
     weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\1")
     with pytest.raises(IntegrityError):

@@ -12,7 +12,7 @@ import pytest
 import torch
 from scipy.stats import mannwhitneyu
 
-from shared.networks.labeller import load_labeller_export
+from shared.artifacts.labeller import load_labeller_export
 from shared.stats import bootstrap_ci, macro_roc_auc, youden_threshold
 from site_node.data.cache import SiteCache
 from site_node.data.ingest import IngestOptions, ingest
@@ -55,7 +55,7 @@ def site_a_labeller(tmp_path_factory, site_a: Path) -> Path:
 def trained(tmp_path_factory, site_a):
     run = site_a_labeller(tmp_path_factory, site_a)
     cache = SiteCache(site_a_cache(tmp_path_factory, site_a))
-    labeller, card = load_labeller_export(run / "export")
+    labeller, card = load_labeller_export(run / "export", trust_local_export=True)
     names = list(card.labeller_config.class_names)
     logits = {}
     for split in ("val", "test"):

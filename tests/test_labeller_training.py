@@ -7,16 +7,15 @@ import pandas as pd
 import pytest
 import torch
 
-from shared.errors import ArtifactError, ConfigError
-from shared.labels import NIH_LABELS
-from shared.networks.labeller import (
+from shared.artifacts.labeller import (
     ClassMetrics,
-    Labeller,
     LabellerCard,
-    LabellerConfig,
     load_labeller_export,
     save_labeller_export,
 )
+from shared.errors import ArtifactError, ConfigError
+from shared.labels import NIH_LABELS
+from shared.networks.labeller import Labeller, LabellerConfig
 from site_node.data.cache import write_cache
 from site_node.labeller.data import augment_batch, class_weights
 from site_node.labeller.metrics import evaluate_classes
@@ -84,7 +83,7 @@ def test_export_round_trip_and_refusals(tmp_path):
         classes=[ClassMetrics(name="Mass", threshold_logit=0.3), ClassMetrics(name="No Finding")],
     )
     save_labeller_export(tmp_path / "export", labeller, card)
-    loaded, loaded_card = load_labeller_export(tmp_path / "export")
+    loaded, loaded_card = load_labeller_export(tmp_path / "export", trust_local_export=True)
     x = torch.rand(2, 1, 32, 32) * 2 - 1
     torch.testing.assert_close(loaded(x), labeller(x))
     assert loaded_card.thresholds_logit == {"Mass": 0.3, "No Finding": None}
@@ -97,7 +96,7 @@ def test_export_round_trip_and_refusals(tmp_path):
     raw["classes"].insert(1, {"name": "Nodule"})
     (tmp_path / "export" / "labeller.json").write_text(json.dumps(raw))
     with pytest.raises(ArtifactError, match="do not fit"):
-        load_labeller_export(tmp_path / "export")
+        load_labeller_export(tmp_path / "export", trust_local_export=True)
     with pytest.raises(ValueError, match="unknown class names"):
         LabellerConfig(class_names=("Mass", "Tumour"))
     with pytest.raises(ValueError, match="power of two >= 32"):

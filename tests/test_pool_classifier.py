@@ -9,11 +9,11 @@ import torch
 from helpers_pool import make_archive
 
 from hub.pooling.archive import read_archive
-from hub.pooling.bundle import load_classifier_bundle
 from hub.pooling.pool import PoolOptions, plan_pool
 from hub.pooling.train import ClassifierTrainOptions, train_classifier
 from hub.pooling.writer import write_pooled_archive
 from shared.artifacts.bundle import read_bundle
+from shared.artifacts.classifier import load_classifier_bundle
 from shared.artifacts.signing import load_private_key
 from shared.errors import ArtifactError, ConfigError
 

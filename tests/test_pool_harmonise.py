@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from helpers_pool import make_archive
 
+from hub.archives.store import ArchiveStore
 from hub.pooling.archive import read_archive
 from hub.pooling.pool import (
     PoolOptions,
@@ -19,8 +20,8 @@ from hub.pooling.pool import (
     rake_weights,
     union_label_space,
 )
-from hub.pooling.store import ARCHIVE_MANIFEST, ArchiveStore
 from hub.pooling.writer import write_pooled_archive
+from shared.artifacts.archive import ARCHIVE_MANIFEST
 from shared.errors import ConfigError, LabelError
 
 A_FINDINGS = [

@@ -22,7 +22,9 @@ from typer.testing import CliRunner
 from hub.cli import app as hub_app
 from hub.config import load_hub_config
 from hub.registry.server import start_server
-from shared.artifacts.bundle import GENERATOR_FILE, load_generator, read_bundle
+from shared.artifacts.bundle import read_bundle
+from shared.artifacts.generator import GENERATOR_FILE, load_generator
+from shared.artifacts.keyring import ConsortiumKeyring
 from shared.errors import ArtifactError, UnsafeArtifactError
 from shared.labels import NIH_LABELS
 from shared.networks.generator import Generator
@@ -143,7 +145,9 @@ def test_operator_pulls_bit_identical_generator(trained_run, hub, tmp_path):
     artifact_id = output.split("published: ")[1].split()[0]
     listing = invoke(hub_app, "list", "--hub", hub["address"], "--tls-dir", hub["tls"])
     assert artifact_id in listing and "1 artifact(s)" in listing
-    pulled = tmp_path / "pulled"
+    pulled, keyring_file = tmp_path / "pulled", tmp_path / "consortium-keyring.json"
+    invoke(hub_app, "keyring", "export", "--out", keyring_file, "--root", hub["root"])
+    keyring = ConsortiumKeyring.load(keyring_file)  # what the operator hands out
     invoke(
         hub_app,
         "pull",
@@ -154,12 +158,14 @@ def test_operator_pulls_bit_identical_generator(trained_run, hub, tmp_path):
         hub["address"],
         "--tls-dir",
         hub["tls"],
+        "--keyring",
+        keyring_file,
     )
 
-    audit = read_bundle(pulled).model.privacy.audit  # type: ignore[attr-defined]
+    audit = read_bundle(pulled, keyring).model.privacy.audit  # type: ignore[attr-defined]
     assert (audit.passed, audit.override_reason) == (False, OVERRIDE)  # signed, seen by the hub
     G_site = load_exported_generator(trained_run)  # the site's G_ema
-    G_hub = load_generator(pulled)  # rebuilt from the manifest's config, no Lightning
+    G_hub = load_generator(pulled, keyring)  # rebuilt from the manifest's config, no Lightning
     z = torch.randn(8, G_site.cfg.z_dim, generator=torch.Generator().manual_seed(123))
     images_site, images_hub = G_site(z), G_hub(z)
     assert images_hub.shape == (8, 1, 8, 8)

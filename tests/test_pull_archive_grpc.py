@@ -11,12 +11,11 @@ from test_registry_grpc import make_consortium
 
 from hub.pooling.archive import read_archive
 from hub.pooling.pool import PoolOptions, plan_pool
-from hub.pooling.pull import ArchivePuller
-from hub.pooling.store import ARCHIVE_MANIFEST
 from hub.pooling.writer import write_pooled_archive
 from hub.registry.server import start_server
+from shared.artifacts.archive import ARCHIVE_MANIFEST
 from shared.errors import IntegrityError, NotFoundError, PermissionDeniedError
-from shared.hub_client import ClientTLS
+from shared.hub_client import ClientTLS, HubClient
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +55,7 @@ def hub(consortium, tmp_path):
 
 
 def _puller(consortium, server, identity="operator"):
-    return ArchivePuller(
+    return HubClient(
         f"127.0.0.1:{server.port}", ClientTLS.from_dir(consortium.tls, identity), retries=0
     )
 
@@ -78,7 +77,7 @@ def _check_against_manifest(folder, pooled):
 def test_operator_pulls_a_pooled_archive_matching_its_manifest(consortium, hub, tmp_path):
     server, pooled = hub
     with _puller(consortium, server) as puller:
-        folder = puller.pull(pooled.archive_id[:10], tmp_path / "pulled")
+        folder = puller.pull_archive(pooled.archive_id[:10], tmp_path / "pulled")
     _check_against_manifest(folder, pooled)
     assert (folder / "shard-00001" / "Data_Entry.csv").is_file()  # the sharded form travels as is
     assert not (tmp_path / "pulled.partial").exists()
@@ -94,12 +93,12 @@ def test_interrupted_pull_resumes_where_it_stopped(consortium, hub, tmp_path):
             raise PullCutError
 
     with _puller(consortium, server) as puller, pytest.raises(PullCutError):
-        puller.pull(pooled.archive_id, tmp_path / "pulled", on_chunk=cut_after_30)
+        puller.pull_archive(pooled.archive_id, tmp_path / "pulled", on_chunk=cut_after_30)
     assert (tmp_path / "pulled.partial").is_dir() and not (tmp_path / "pulled").exists()
     first_run, cut = list(seen[:29]), seen[29]  # the 30th chunk was never written
     seen.clear()
     with _puller(consortium, server) as puller:
-        folder = puller.pull(
+        folder = puller.pull_archive(
             pooled.archive_id, tmp_path / "pulled", on_chunk=lambda p, o: seen.append((p, o))
         )
     _check_against_manifest(folder, pooled)
@@ -118,17 +117,17 @@ def test_a_corrupted_file_on_the_hub_is_caught_by_the_checksum(consortium, hub, 
         _puller(consortium, server) as puller,
         pytest.raises(IntegrityError, match=r"Data_Entry\.csv"),
     ):
-        puller.pull(pooled.archive_id, tmp_path / "pulled")
+        puller.pull_archive(pooled.archive_id, tmp_path / "pulled")
 
 
 @pytest.mark.parametrize("identity", ["site:a", "auditor"])
 def test_site_and_auditor_identities_are_refused(consortium, hub, tmp_path, identity):
     server, pooled = hub
     with _puller(consortium, server, identity) as puller, pytest.raises(PermissionDeniedError):
-        puller.pull(pooled.archive_id, tmp_path / "pulled")
+        puller.pull_archive(pooled.archive_id, tmp_path / "pulled")
 
 
 def test_unknown_archive_is_not_found(consortium, hub, tmp_path):
     server, _ = hub
     with _puller(consortium, server) as puller, pytest.raises(NotFoundError):
-        puller.pull("0123456789abcdef", tmp_path / "pulled")
+        puller.pull_archive("0123456789abcdef", tmp_path / "pulled")

@@ -15,14 +15,9 @@ from typer.testing import CliRunner
 
 from hub.cli import app
 from hub.quality.report import Section, render_report
+from shared.artifacts.labeller import ClassMetrics, LabellerCard, save_labeller_export
 from shared.networks.generator import Generator, GeneratorConfig
-from shared.networks.labeller import (
-    ClassMetrics,
-    Labeller,
-    LabellerCard,
-    LabellerConfig,
-    save_labeller_export,
-)
+from shared.networks.labeller import Labeller, LabellerConfig
 
 CLASSES = ["Effusion", "Mass", "No Finding"]
 
@@ -89,6 +84,7 @@ def test_quality_command_writes_every_analysis(tmp_path):
         str(labeller),
         "--generator",
         str(generator),
+        "--trust-local-export",
         "--resolution-px",
         "32",
         "--out",

@@ -20,7 +20,7 @@ from hub.registry.keyring import DirectoryKeyring, StaticKeyring
 from hub.registry.memory_registry import InMemoryRegistry
 from hub.registry.servicer import HubServicer, status_code_for
 from hub.registry.sqlite_registry import SqliteRegistry
-from shared.artifacts.bundle import GENERATOR_FILE, write_generator_bundle
+from shared.artifacts.generator import GENERATOR_FILE, write_generator_bundle
 from shared.artifacts.records import (
     ArtifactKind,
     ArtifactSummary,
@@ -229,15 +229,13 @@ def test_role_matrix():
     authorize(site, Action.PUBLISH, site_id="a")
     with pytest.raises(PermissionDeniedError, match="only as site 'a', not 'b'"):
         authorize(site, Action.PUBLISH, site_id="b")
-    for action in (
-        Action.LIST,
-        Action.PULL,
-        Action.READ_MANIFEST,
-        Action.READ_REPORT,
-        Action.WRITE_REPORT,
-    ):
+    for action in (Action.LIST, Action.READ_REPORT, Action.WRITE_REPORT):
         with pytest.raises(PermissionDeniedError):
             authorize(site, action)
+        authorize(operator, action)
+    # A site pulls and reads what a federated query names (site_node.flower.registered).
+    for action in (Action.PULL, Action.READ_MANIFEST):
+        authorize(site, action)
         authorize(operator, action)
     for action in (Action.LIST, Action.READ_MANIFEST, Action.READ_REPORT):
         authorize(auditor, action)

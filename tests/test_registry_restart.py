@@ -17,7 +17,7 @@ import pytest
 import yaml
 from test_registry_grpc import make_bundle, make_consortium, snapshot, staged_uploads
 
-from shared.artifacts.bundle import GENERATOR_FILE
+from shared.artifacts.generator import GENERATOR_FILE
 from shared.errors import RegistryError
 from shared.networks.generator import GeneratorConfig
 

@@ -2,14 +2,17 @@
 
 Layout written by :func:`write_audit_reports` (numbers only; the hub never had pixels)::
 
-    <out>/reports/<site>.json        AuditReport (shared.artifacts.audit)
+    <out>/reports/<site>.json        the site-signed AuditReport, byte for byte as received
     <out>/best_ssim_<site>.png       histogram of each sample's best SSIM against train
-    <out>/report.md                  verdicts, tests and the histograms, one section per site
+    <out>/report.md                  verdicts, tests and the histograms, one section per site,
+                                     then the sites that refused (rule, value, limit) or failed
 
-:func:`read_audit_reports` loads the JSON files back (validated), for the registry or a reader.
+:func:`read_audit_reports` loads the JSON files back (validated), for a reader;
+:func:`read_signed_audit_reports` returns their bytes, which is what goes to the hub.
 
 The hub stores every report (``radshare-hub audit`` calls :func:`upload_audit_reports`
-as the operator) and serves them over gRPC (``shared/proto/radshare_hub.proto``):
+as the operator, which sends each site's signed bytes unchanged) and serves them over
+gRPC (``shared/proto/radshare_hub.proto``):
 
 * ``PutAuditReport`` (operators): one AuditReport's JSON; the hub validates it
   (INVALID_ARGUMENT naming the field), refuses a generator id it has not published
@@ -26,28 +29,28 @@ Sites may do neither (PERMISSION_DENIED). Auditors read them with
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shared.artifacts.audit import AuditReport, AuditSummary, NearestSplitTest
+from shared.artifacts.audit import (
+    AuditReport,
+    AuditSummary,
+    NearestSplitTest,
+    parse_audit_report,
+)
+from shared.fileio import atomic_open, atomic_write_bytes
 
 if TYPE_CHECKING:
     from shared.hub_client import HubClient
 
 __all__ = [
     "read_audit_reports",
+    "read_signed_audit_reports",
     "render_markdown",
     "upload_audit_reports",
     "write_audit_reports",
 ]
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _histogram_png(path: Path, summary: AuditSummary, site_id: str) -> None:
@@ -70,10 +73,9 @@ def _histogram_png(path: Path, summary: AuditSummary, site_id: str) -> None:
     axis.set_title(f"site {site_id}: {summary.num_samples} samples at {summary.resolution_px} px")
     axis.legend(fontsize=7)
     figure.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp")
-    figure.savefig(tmp, dpi=100, format="png")
+    with atomic_open(path) as handle:
+        figure.savefig(handle, dpi=100, format="png")
     plt.close(figure)
-    os.replace(tmp, path)
 
 
 def _test_row(test: NearestSplitTest | None) -> str:
@@ -122,15 +124,20 @@ def _site_section(report: AuditReport) -> list[str]:
 
 
 def render_markdown(
-    generator_id: str, reports: Mapping[str, AuditReport], failures: Mapping[int, str]
+    generator_id: str,
+    reports: Mapping[str, AuditReport],
+    failures: Mapping[int, str],
+    refusals: Mapping[int, str] | None = None,
 ) -> str:
-    """The readable report: a summary line, one section per site, then the failures."""
+    """The readable report: a summary line, one section per site, refusals, then failures."""
+    refusals = refusals or {}
     failed = [site for site, r in reports.items() if not r.summary.passed]
     lines = [
         f"# Memorisation audit of generator {generator_id}",
         "",
         f"{len(reports)} sites answered; {len(failed)} flagged"
         + (f" ({', '.join(sorted(failed))})" if failed else "")
+        + f"; {len(refusals)} refused under their query policy"
         + f"; {len(failures)} failed to answer.",
         "",
         f"Rule: {next(iter(reports.values())).summary.verdict.rule}." if reports else "",
@@ -138,40 +145,64 @@ def render_markdown(
     ]
     for site in sorted(reports):
         lines += _site_section(reports[site])
+    if refusals:
+        lines += ["## Sites that refused the query", ""]
+        lines += [f"* node {node}: {why}" for node, why in sorted(refusals.items())]
+        lines.append("")
     if failures:
         lines += ["## Sites that did not answer", ""]
         lines += [f"* node {node}: {why}" for node, why in failures.items()]
     return "\n".join(lines) + "\n"
 
 
+def _report_bytes(report: AuditReport | bytes) -> tuple[bytes, AuditReport]:
+    if isinstance(report, bytes):
+        return report, parse_audit_report(report)
+    return report.model_dump_json(indent=2).encode(), report
+
+
 def write_audit_reports(
     out: Path,
     generator_id: str,
-    reports: Mapping[str, AuditReport],
+    reports: Mapping[str, AuditReport | bytes],
     failures: Mapping[int, str],
+    refusals: Mapping[int, str] | None = None,
 ) -> Path:
-    """Write the per-site JSON reports, histograms and ``report.md``; returns the page's path."""
+    """Write each site's report, histograms and ``report.md``; returns the page's path.
+
+    A report given as bytes (a site's signed report) is written byte for byte.
+    """
     (out / "reports").mkdir(parents=True, exist_ok=True)
+    parsed: dict[str, AuditReport] = {}
     for site, report in reports.items():
-        _write_atomic(out / "reports" / f"{site}.json", report.model_dump_json(indent=2).encode())
-        _histogram_png(out / f"best_ssim_{site}.png", report.summary, site)
+        data, parsed[site] = _report_bytes(report)
+        atomic_write_bytes(out / "reports" / f"{site}.json", data)
+        _histogram_png(out / f"best_ssim_{site}.png", parsed[site].summary, site)
     page = out / "report.md"
-    _write_atomic(page, render_markdown(generator_id, reports, failures).encode())
+    atomic_write_bytes(page, render_markdown(generator_id, parsed, failures, refusals).encode())
     return page
 
 
 def read_audit_reports(out: Path) -> dict[str, AuditReport]:
     """The reports written by :func:`write_audit_reports`, by site (validated)."""
     return {
-        path.stem: AuditReport.model_validate_json(path.read_text())
-        for path in sorted((Path(out) / "reports").glob("*.json"))
+        site: parse_audit_report(data, where=str(out / "reports" / f"{site}.json"))
+        for site, data in read_signed_audit_reports(out).items()
     }
 
 
-def upload_audit_reports(client: HubClient, reports: Mapping[str, AuditReport]) -> dict[str, bool]:
+def read_signed_audit_reports(out: Path) -> dict[str, bytes]:
+    """The report files' bytes by site, exactly as the sites signed them."""
+    return {path.stem: path.read_bytes() for path in sorted((Path(out) / "reports").glob("*.json"))}
+
+
+def upload_audit_reports(
+    client: HubClient, reports: Mapping[str, bytes | AuditReport]
+) -> dict[str, bool]:
     """Store each site's report at the hub (``PutAuditReport``, operator identity).
 
-    Returns, per site, whether the hub stored it now (False: this exact report
-    was stored before, e.g. by an earlier, interrupted upload).
+    Signed bytes (:func:`read_signed_audit_reports`) are sent unchanged. Returns, per
+    site, whether the hub stored it now (False: this exact report was stored before,
+    e.g. by an earlier, interrupted upload).
     """
     return {site: client.put_audit_report(reports[site]) for site in sorted(reports)}

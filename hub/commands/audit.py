@@ -27,7 +27,7 @@ def audit(
     sites: str = typer.Option("all", "--sites", help="'all' or site ids, e.g. 'a,b'"),
     out: Path = typer.Option(..., "--out", help="new folder: reports/<site>.json, report.md"),
     superlink: str = typer.Option(
-        "radshare", "--superlink", help="flwr connection name in $FLWR_HOME/config.toml"
+        "consortium", "--superlink", help="flwr connection name in $FLWR_HOME/config.toml"
     ),
     hub: str = typer.Option("127.0.0.1:50051", "--hub", help="hub address host:port"),
     tls_dir: Path = typer.Option(Path("hub-data/tls"), "--tls-dir", help="ca.crt and identities"),
@@ -38,27 +38,38 @@ def audit(
     expected_nodes: int = typer.Option(0, "--expected-nodes", help="SuperNodes to wait for"),
     timeout_s: float = typer.Option(3600.0, "--timeout-s", help="how long sites may take"),
 ) -> None:
-    """Pull a generator, send it to the sites as ``query.audit``, write per-site reports.
+    """Ask the sites to audit a registered generator (``query.audit``), write their reports.
 
-    Each site audits the generator against its own data (also another site's
-    generator: cross-site leakage) and answers with numbers only. Writes
-    OUT/reports/<site>.json (AuditReport), OUT/best_ssim_<site>.png and OUT/report.md,
-    then stores each report at the hub (as --identity), where auditors read them
-    (``radshare-hub audit-reports``).
+    The message names the generator by registry id and weights sha256; each site pulls
+    and verifies it itself, audits it against its own data (also another site's
+    generator: cross-site leakage) and answers with numbers only, signed with its
+    site key, or refuses under its query policy (shown in the report). Writes
+    OUT/reports/<site>.json (the site-signed AuditReport), OUT/best_ssim_<site>.png and
+    OUT/report.md, then stores each signed report unchanged at the hub (as --identity),
+    where auditors read and verify them (``radshare-hub audit-reports``).
 
     \b
       radshare-hub audit --generator 3f9a1c07 --sites all --out audits/3f9a1c07
     """
-    from hub.audit.report import read_audit_reports, upload_audit_reports
+    from hub.audit.report import (
+        read_audit_reports,
+        read_signed_audit_reports,
+        upload_audit_reports,
+    )
+    from shared.artifacts.bundle import SignedManifest
+    from shared.artifacts.generator import GENERATOR_FILE
+    from shared.artifacts.records import ArtifactKind
     from shared.errors import ConfigError, FederationError
     from shared.hub_client import ClientTLS, HubClient
 
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"--out {out}: exists and is not empty (reports never overwrite)")
     with HubClient(hub, ClientTLS.from_dir(tls_dir, identity)) as client:
-        bundle = client.pull(generator, out / "bundle")
+        reply = client.get_manifest(generator, ArtifactKind.GENERATOR)
+    manifest = SignedManifest.from_json(reply.manifest_json, where=f"manifest of {generator}")
     run_config = {
-        "task": "audit", "generator-bundle": str(bundle.resolve()), "out-dir": str(out.resolve()),
+        "task": "audit", "generator-id": manifest.artifact_id, "out-dir": str(out.resolve()),
+        "weights-sha256": manifest.model.files[GENERATOR_FILE].sha256,
         "sites": sites, "num-samples": num_samples, "seed": seed,
         "near-copy-ssim": near_copy_ssim, "expected-nodes": expected_nodes, "timeout-s": timeout_s,
     }  # fmt: skip
@@ -74,6 +85,6 @@ def audit(
         typer.echo(f"site {site}: {state}, {report.summary.near_copy_count} near copies")
     typer.echo(f"report: {out / 'report.md'}")
     with HubClient(hub, ClientTLS.from_dir(tls_dir, identity)) as client:
-        stored = upload_audit_reports(client, reports)
+        stored = upload_audit_reports(client, read_signed_audit_reports(out))
     for site, created in stored.items():
         typer.echo(f"site {site}: report stored at the hub" + ("" if created else " (already)"))

@@ -12,20 +12,29 @@ __all__ = ["audit_dp"]
 def audit_dp(
     bundle: Path = typer.Argument(..., help="a generator bundle folder (e.g. from `pull`)"),
     public_key: Path | None = typer.Option(
-        None, "--public-key", help="the site's signing key (default: signer.pub in the bundle)"
+        None, "--public-key", help="the site's signing key (PEM), pinned instead of a keyring"
     ),
+    keyring: Path | None = typer.Option(
+        None, help="consortium keyring JSON (default: the hub's keys at --hub-root)"
+    ),
+    hub_root: Path = typer.Option(Path("hub-data"), help="the hub's root (keys when no --keyring)"),
     tolerance: float = typer.Option(0.01, help="slack on the recomputed ε (PRV's error)"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
-    """Verify a bundle, recompute its ε with Opacus, check δ, sampling and steps; example:
+    """Verify a bundle, recompute its ε with Opacus, check δ, sampling and steps.
 
-    radshare-hub audit-dp pulled/3f9a1c07b2e4 --json
+    Example:
+
+    \b
+      radshare-hub audit-dp pulled/3f9a1c07b2e4 --keyring consortium-keyring.json --json
 
     Exit code 0: every check passed; 1: a check failed (reasons printed).
     """
     from hub.privacy_audit import audit_dp_bundle
+    from hub.trust import open_keyring
 
-    result = audit_dp_bundle(bundle, public_key, tolerance=tolerance)
+    trusted = public_key if public_key is not None else open_keyring(keyring, hub_root)
+    result = audit_dp_bundle(bundle, trusted, tolerance=tolerance)
     if as_json:
         typer.echo(result.model_dump_json(indent=2))
     else:

@@ -15,7 +15,10 @@ from pathlib import Path
 
 import typer
 
-__all__ = ["evaluate", "run_config_text"]
+__all__ = ["APP_DIR", "evaluate", "run_config_text"]
+
+# The hub's Flower app as installed (hub/flower/app), whatever the current folder.
+APP_DIR = Path(__file__).resolve().parents[1] / "flower" / "app"
 
 
 def run_config_text(values: dict[str, object]) -> str:
@@ -34,17 +37,43 @@ def evaluate(
     rare_enrich_archive: Path | None = typer.Option(None, help="archive of that class's images"),
     rare_enrich_images: int = typer.Option(100, help="synthetic images added"),
     hub_public_key: Path | None = typer.Option(None, help="verify bundles with this key"),
-    app_dir: Path = typer.Option(Path("hub/flower/app"), help="the Flower app folder"),
-    superlink: str = typer.Option("radshare", help="connection name in $FLWR_HOME/config.toml"),
+    hub: str | None = typer.Option(
+        None, help="hub host:port: register each classifier bundle there first (operator)"
+    ),
+    tls_dir: Path = typer.Option(Path("hub-data/tls"), help="ca.crt and identities (with --hub)"),
+    identity: str = typer.Option("operator", help="certificate that registers (with --hub)"),
+    keyring: Path | None = typer.Option(
+        None, help="consortium keyring JSON (`keyring export`): bundles verify against 'hub'"
+    ),
+    app_dir: Path = typer.Option(
+        APP_DIR, help="the Flower app folder (default: the installed one)"
+    ),
+    superlink: str = typer.Option("consortium", help="connection name in $FLWR_HOME/config.toml"),
     flwr_home: Path | None = typer.Option(None, help="FLWR_HOME (default: the environment's)"),
 ) -> None:
-    """Evaluate on the sites' real test splits; example:
+    """Evaluate classifiers on every site's real test split (only aggregates come back).
 
-    radshare-hub evaluate --sites all --classifier pooled=runs/pooled/bundle
-    --classifier synthetic:a=runs/a/bundle --out eval-1
+    Each site evaluates only classifiers registered at the hub (named by id and weights
+    sha256, verified by the site against the consortium keyring); --hub registers the
+    bundles first, as the operator. A site may refuse under its query policy: the
+    refusal, with its rule, is in the report.
+
+    Writes OUT/evaluations.json, comparison.csv, comparison.md and report.html. Example:
+
+    \b
+      radshare-hub evaluate --sites all --classifier pooled=runs/pooled/bundle \\
+          --classifier synthetic:a=runs/a/bundle --keyring consortium-keyring.json \\
+          --out eval-1 --superlink consortium
     """
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
+    if hub:  # sites evaluate only registered classifiers, pulled and verified by themselves
+        from shared.hub_client import ClientTLS, HubClient
+
+        with HubClient(hub, ClientTLS.from_dir(tls_dir, identity)) as client:
+            for item in classifier:
+                result = client.publish_bundle(Path(item.partition("=")[2]))
+                typer.echo(f"classifier {result.artifact.artifact_id[:12]} registered at {hub}")
     values: dict[str, object] = {
         "task": "evaluate",
         "out-dir": str(out),
@@ -59,6 +88,7 @@ def evaluate(
         "rare-enrich-archive": str(rare_enrich_archive.resolve()) if rare_enrich_archive else "",
         "rare-enrich-images": rare_enrich_images,
         "hub-public-key": str(hub_public_key.resolve()) if hub_public_key else "",
+        "keyring": str(keyring.resolve()) if keyring else "",
     }
     env = dict(os.environ, **({"FLWR_HOME": str(flwr_home)} if flwr_home else {}))
     flwr = shutil.which("flwr") or "flwr"

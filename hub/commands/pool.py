@@ -54,14 +54,39 @@ def pool(
     hub_root: Path = typer.Option(Path("hub-data"), help="the hub's root: <root>/archives/<id>"),
     out: Path | None = typer.Option(None, help="write here instead of the hub's store"),
     shard_size: int = typer.Option(10_000, help="images per shard for large pools"),
+    hub: str | None = typer.Option(
+        None, help="hub address host:port: the hub applies the audit policy (else --hub-root)"
+    ),
+    tls_dir: Path = typer.Option(Path("hub-data/tls"), help="ca.crt and <identity>.crt/.key"),
+    identity: str = typer.Option("operator", help="who pools (recorded with an override)"),
+    override_audit: str | None = typer.Option(
+        None,
+        "--override-audit",
+        help="REASON (10+ chars): pool archives whose generator's audit failed, is missing "
+        "or stale; recorded with who and when, and written into the pooled manifest",
+    ),
 ) -> None:
-    """Pool archives (union label space, per-site masks, counts); example:
+    """Pool archives (union label space, per-site masks, counts).
 
-    radshare-hub pool --archive a=archives/site-a --archive b=archives/site-b
-    --labels "b=Pneumonia|No Finding" --strategy balance --enrich Cardiomegaly=500
+    The generator of every archive must pass the hub's audit policy now (checked by
+    the hub with --hub, else by the registry under --hub-root; a withdrawn generator
+    never passes); the decisions, overrides included, go into the pooled manifest.
+
+    Example:
+
+    \b
+      radshare-hub pool --archive a=archives/site-a --archive b=archives/site-b \\
+          --labels "b=Pneumonia|No Finding" --strategy balance --enrich Cardiomegaly=500
+
     """
+    from hub.audit.gate import open_gate
+    from hub.pooling.audit import clear_archives
     from hub.pooling.pool import PoolOptions, PoolStrategy, plan_pool
     from hub.pooling.writer import write_pooled_archive
+    from shared.artifacts.audit_state import check_reason
+
+    if override_audit is not None:
+        check_reason(override_audit)
 
     label_map = parse_pairs(labels, "--labels")
     options = PoolOptions(
@@ -76,6 +101,8 @@ def pool(
         seed=seed,
     )
     sources = [_source(spec, label_map) for spec in archive]
+    gate = open_gate(hub, hub_root, tls_dir, identity)
+    generators = clear_archives(sources, gate, override_audit)
     pooled = write_pooled_archive(
         plan_pool(sources, options),
         sources,
@@ -83,6 +110,7 @@ def pool(
         hub_root / "archives",
         shard_size_images=shard_size,
         out_dir=out,
+        generators=generators,
     )
     manifest = pooled.manifest
     typer.echo(f"pooled archive {pooled.archive_id} ({manifest.num_images} images)")
@@ -90,3 +118,10 @@ def pool(
     for site, entry in manifest.sites.items():
         annotated = ", ".join(entry.annotated_labels)
         typer.echo(f"  site {site}: {entry.num_images} images; annotated: {annotated}")
+    for name, decision in generators.items():
+        typer.echo(f"  archive {name}: generator {decision.generator_id[:12]}, {decision.label}")
+        if decision.override is not None:
+            o = decision.override
+            typer.echo(
+                f"    override by {o.given_by} at {o.given_at:%Y-%m-%dT%H:%M:%S}: {o.reason}"
+            )

@@ -20,13 +20,15 @@ def pull_archive(
     ),
     identity: str = typer.Option("operator", help="whose certificate to use (operators only)"),
 ) -> None:
-    """Pull an archive (every file checked against its manifest); example:
+    """Pull an archive (every file checked against its manifest).
 
-    radshare-hub pull-archive 3f9a1c07 --out archives/pool-1 --tls-dir certs
+    Example:
+
+    \b
+      radshare-hub pull-archive 3f9a1c07 --out archives/pool-1 --tls-dir certs
     """
-    from hub.pooling.pull import ArchivePuller
-    from shared.hub_client import ClientTLS
+    from shared.hub_client import ClientTLS, HubClient
 
-    with ArchivePuller(hub, ClientTLS.from_dir(tls_dir, identity)) as puller:
-        folder = puller.pull(archive_id, out)
+    with HubClient(hub, ClientTLS.from_dir(tls_dir, identity)) as client:
+        folder = client.pull_archive(archive_id, out)
     typer.echo(f"pulled archive {archive_id} into {folder}")

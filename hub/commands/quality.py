@@ -20,10 +20,19 @@ def quality(
     ),
     inception_resize: str = typer.Option("pytorch-fid", help="pytorch-fid | torch-fidelity"),
     labeller: Path | None = typer.Option(
-        None, help="labeller export folder (labeller.json + .safetensors)"
+        None, help="labeller bundle, or export folder (labeller.json + .safetensors)"
     ),
     generator: Path | None = typer.Option(
-        None, help="generator export folder, for Han et al.'s analyses"
+        None, help="generator bundle or export folder, for Han et al.'s analyses"
+    ),
+    keyring: Path | None = typer.Option(
+        None, help="consortium keyring JSON for bundles (default: the hub's keys at --hub-root)"
+    ),
+    hub_root: Path = typer.Option(Path("hub-data"), help="the hub's root (keys when no --keyring)"),
+    trust_local_export: bool = typer.Option(
+        False,
+        "--trust-local-export",
+        help="accept unsigned training exports as --labeller/--generator",
     ),
     feature_cache: Path | None = typer.Option(None, help="folder caching features per image set"),
     max_images: int | None = typer.Option(None, help="read only the first N rows of each set"),
@@ -34,12 +43,17 @@ def quality(
     han_latents: int = typer.Option(4, help="latents optimised per class"),
     han_steps: int = typer.Option(20, help="optimisation steps per path"),
 ) -> None:
-    """Evaluate quality and faithfulness; example:
+    """Evaluate quality and faithfulness.
 
-    radshare-hub quality --real site-a/ --synthetic archive/ --labeller lab/
-    --generator gen/ --out q1
+    Example:
+
+    \b
+      radshare-hub quality --real site-a/ --synthetic archive/ --labeller pulled/lab \\
+          --generator pulled/gen --keyring consortium-keyring.json --out q1
+
     """
     from hub.quality.evaluate import QualityOptions, evaluate_quality
+    from hub.trust import open_keyring
 
     options = QualityOptions(
         out_dir=out,
@@ -56,6 +70,8 @@ def quality(
         num_resamples=resamples,
         han_latents=han_latents,
         han_steps=han_steps,
+        trusted=open_keyring(keyring, hub_root),
+        trust_local_export=trust_local_export,
     )
     results = evaluate_quality(options)
     typer.echo(f"report: {out / 'report.html'} (features: {results.get('extractor')})")

@@ -16,13 +16,18 @@ def register_site(
     root: Path | None = typer.Option(None, help="registry folder; default hub-data"),
     replace: bool = typer.Option(False, help="replace a different key already registered"),
 ) -> None:
-    """Trust this key for manifests of site SITE (read on every publish; no restart); example:
+    """Trust this key for manifests of site SITE (read on every publish; no restart).
 
-    radshare-hub register-site a --public-key site-a.ed25519.pub
+    Example:
+
+    \b
+      radshare-hub register-site a --public-key site-a.ed25519.pub
     """
     from hub.config import load_hub_config
     from hub.registry.keyring import DirectoryKeyring
+    from shared.site_ids import check_site_id
 
+    check_site_id(site, where="SITE")  # the one site-id rule, before any file is read
     cfg = load_hub_config(config, root=root)
     keyring = DirectoryKeyring(cfg.site_keys_folder)
     fingerprint = keyring.register(site, public_key.read_bytes(), replace=replace)

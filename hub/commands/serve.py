@@ -22,9 +22,12 @@ def serve(
     max_upload_mb: int | None = typer.Option(None, help="largest bundle accepted, MB"),
     max_concurrent_uploads: int | None = typer.Option(None, help="uploads streaming at once"),
 ) -> None:
-    """Serve publish / list / pull and gRPC health; example:
+    """Serve publish / list / pull and gRPC health.
 
-    radshare-hub certs --out hub-data/tls -i site:a -i operator && radshare-hub serve
+    Example:
+
+    \b
+      radshare-hub certs --out hub-data/tls -i site:a -i operator && radshare-hub serve
     """
     import logging
 

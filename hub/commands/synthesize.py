@@ -34,18 +34,51 @@ def synthesize(
     tls_dir: Path = typer.Option(Path("hub-data/tls"), help="ca.crt and <identity>.crt/.key"),
     identity: str = typer.Option("operator", help="whose certificate to pull with"),
     pull_dir: Path = typer.Option(Path("pulled"), help="where pulled bundles are kept"),
+    hub_root: Path = typer.Option(
+        Path("hub-data"), help="the hub's root, whose registry applies the audit policy (no --hub)"
+    ),
+    keyring: Path | None = typer.Option(
+        None,
+        help="consortium keyring JSON that bundles are verified against "
+        "(default: the hub's own keys under --hub-root)",
+    ),
+    trust_local_export: bool = typer.Option(
+        False, "--trust-local-export", help="accept an unsigned training export as a source"
+    ),
+    override_audit: str | None = typer.Option(
+        None,
+        "--override-audit",
+        help="REASON (10+ chars): use a generator whose audit failed, is missing or stale; "
+        "recorded with who and when, and written into the archive's manifest",
+    ),
 ) -> None:
-    """Write a labelled archive; an interrupted run resumes with the same command. Examples:
+    """Write a labelled archive; an interrupted run resumes with the same command.
 
-    radshare-hub synthesize --generator runs/g1 --labeller runs/l1 --size 1000 --out arch/a1
+    The generator must pass the hub's audit policy (the latest federated audit of its
+    own site passed, is signed by that site and audited these weights; not withdrawn),
+    checked by the hub (--hub) or the registry under --hub-root. Examples:
 
     radshare-hub synthesize --generator 3f9a1c07 --labeller 8b2e44d0 --hub 127.0.0.1:50051
     --size 20000 --labels balanced --out arch/a2
+
+    radshare-hub synthesize --generator pulled/g1 --labeller pulled/l1 --hub-root hub-data
+    --size 1000 --out arch/a1
+
+    radshare-hub synthesize --generator runs/g1/export --labeller runs/l1/export
+    --trust-local-export --hub-root hub-data --size 200 --out arch/t1
+    --override-audit "pipeline test, not shared"
     """
+    from hub.audit.gate import open_gate
     from hub.synthesis.class_optimisation import ClassOptimisationSettings
     from hub.synthesis.local_sampling import LocalSamplingSettings
     from hub.synthesis.pipeline import SynthesisOptions, prepare_synthesis
+    from hub.trust import open_keyring
+    from shared.artifacts.audit_state import check_reason
 
+    if override_audit is not None:
+        check_reason(override_audit)
+
+    keys = open_keyring(keyring, hub_root)
     options = SynthesisOptions(
         generator=generator,
         labeller=labeller,
@@ -61,13 +94,33 @@ def synthesize(
         ),
         sampling=LocalSamplingSettings(sigma=sigma, batch_size=batch_size),
         pull_dir=pull_dir,
+        override_audit=override_audit,
+        trusted=keys,
+        trust_local_export=trust_local_export,
     )  # fmt: skip
-    job = prepare_synthesis(options, _puller(hub, tls_dir, identity))
+    gate = open_gate(hub, hub_root, tls_dir, identity)
+    job = prepare_synthesis(options, _puller(hub, tls_dir, identity, override_audit, keys), gate)
+    typer.echo(_audit_line(job.plan.audit))
     manifest = _run_with_progress(job)
     typer.echo(_summary(manifest))
 
 
-def _puller(hub: str | None, tls_dir: Path, identity: str):
+def _audit_line(decision) -> str:  # type: ignore[no-untyped-def]
+    """One line: which audit cleared the generator, or the override (who, why)."""
+    if decision is None:
+        return "audit: not checked"
+    if decision.override is not None:
+        o = decision.override
+        return (
+            f"audit: OVERRIDE of {decision.state} by {o.given_by} at "
+            f"{o.given_at.isoformat(timespec='seconds')}: {o.reason}"
+        )
+    return f"audit: {decision.reason} ({decision.checked_by})"
+
+
+def _puller(  # type: ignore[no-untyped-def]
+    hub: str | None, tls_dir: Path, identity: str, override_audit: str | None, keys
+):
     if hub is None:
         return None
 
@@ -75,8 +128,16 @@ def _puller(hub: str | None, tls_dir: Path, identity: str):
         from shared.artifacts.records import ArtifactKind
         from shared.hub_client import ClientTLS, HubClient
 
+        # A generator is pulled for synthesis: the hub applies its audit policy first.
         with HubClient(hub, ClientTLS.from_dir(tls_dir, identity)) as client:
-            return client.pull(artifact_id, out_dir, ArtifactKind(kind))
+            return client.pull(
+                artifact_id,
+                out_dir,
+                ArtifactKind(kind),
+                trusted=keys,
+                for_synthesis=kind == ArtifactKind.GENERATOR.value,
+                override_reason=override_audit,
+            )
 
     return pull
 
@@ -87,7 +148,14 @@ def _run_with_progress(job, log_every_s: float = 15.0):
     import sys
     import time
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from hub.synthesis.pipeline import run_synthesis
 
@@ -104,16 +172,21 @@ def _run_with_progress(job, log_every_s: float = 15.0):
             done[0] += num_images
             if time.perf_counter() - last_log[0] >= log_every_s or already + done[0] >= total:
                 last_log[0] = time.perf_counter()
+                left = total - already - done[0]
+                eta = f"{left / rate():.0f} s" if rate() > 0 else "after the first images"
                 log.info(
-                    "synthesize: %d/%d images, %.2f images/s", already + done[0], total, rate()
-                )
+                    "synthesize: %d/%d images, %.2f images/s, ETA %s",
+                    already + done[0], total, rate(), eta,
+                )  # fmt: skip
 
         log.info("synthesize: %d/%d images already written", already, total)
+        if not job.plan.unlabelled:
+            log.info("synthesize: optimising latents first (progress lines every 10 s)")
         return run_synthesis(job, log_progress)
 
     columns = (
         TextColumn("[bold]synthesize"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]} images/s"), TimeElapsedColumn(),
+        TextColumn("{task.fields[rate]} images/s"), TimeElapsedColumn(), TimeRemainingColumn(),
     )  # fmt: skip
     with Progress(*columns) as bar:
         task = bar.add_task("images", total=total, completed=already, rate="-")

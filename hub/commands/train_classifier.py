@@ -29,9 +29,12 @@ def train_classifier(
     accelerator: str = typer.Option("auto", help="auto | cpu | gpu"),
     seed: int = typer.Option(0, help="seed"),
 ) -> None:
-    """Train on synthetic images only; example:
+    """Train on synthetic images only.
 
-    radshare-hub train-classifier --archive hub-data/archives/3f9a1c07... --out runs/pooled
+    Example:
+
+    \b
+      radshare-hub train-classifier --archive hub-data/archives/3f9a1c07... --out runs/pooled
     """
     from hub.pooling.train import ClassifierTrainOptions
     from hub.pooling.train import train_classifier as run
@@ -52,6 +55,17 @@ def train_classifier(
         **network,
     )
     result = run(options)
-    typer.echo(
-        f"classifier bundle: {result.bundle_dir} (val macro AUC {result.card.val_macro_auc})"
+    typer.echo(f"classifier bundle: {result.bundle_dir} ({_auc_line(result.card)})")
+
+
+def _auc_line(card: Any) -> str:
+    """``val macro AUC 0.731``, or why there is none (classes lacking positives or negatives)."""
+    if card.val_macro_auc is not None:
+        undefined = [c.name for c in card.classes if c.val_auc is None]
+        note = f"; {len(undefined)} class(es) without an AUC" if undefined else ""
+        return f"val macro AUC {card.val_macro_auc:.3f} over the classes that have one{note}"
+    lacking = ", ".join(f"{c.name} ({c.val_positives} positive)" for c in card.classes)
+    return (
+        "val macro AUC: none: no class has both positive and negative images in the "
+        f"validation rows (10% of the synthetic patients) [{lacking}]; use a larger archive"
     )

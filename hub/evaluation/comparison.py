@@ -93,12 +93,16 @@ def markdown_table(
 
 
 def save_evaluations(
-    path: Path, evaluations: Iterable[SiteEvaluation], failures: dict | None = None
+    path: Path,
+    evaluations: Iterable[SiteEvaluation],
+    failures: dict | None = None,
+    refusals: dict | None = None,
 ) -> Path:
-    """Write ``evaluations.json`` atomically."""
+    """Write ``evaluations.json`` atomically (refusals: by a site's query policy)."""
     body = {
         "evaluations": [e.model_dump(mode="json") for e in evaluations],
         "failures": {str(k): v for k, v in (failures or {}).items()},
+        "refusals": {str(k): v for k, v in (refusals or {}).items()},
     }
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(body, indent=1))

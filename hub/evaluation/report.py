@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from matplotlib.figure import Figure
 
 from hub.evaluation.comparison import comparison_table, markdown_table, setting_of
 from shared.evaluation_records import SiteEvaluation
+from shared.fileio import atomic_write_text
 
 __all__ = ["roc_figure", "write_report"]
 
@@ -78,8 +78,13 @@ def write_report(
     evaluations: Sequence[SiteEvaluation],
     failures: dict | None = None,
     title: str = "radshare federated evaluation",
+    refusals: dict | None = None,
 ) -> Path:
-    """Write ``report.html`` atomically: the comparison table, then ROC curves per label."""
+    """Write ``report.html`` atomically: the table, refusals, failures, then ROC curves.
+
+    ``refusals``: requests a site refused under its query policy (the reason names the
+    site, the rule, the value and the limit), by ``tag/node``.
+    """
     table = comparison_table(evaluations)
     parts = [
         f"<h1>{html.escape(title)}</h1>",
@@ -89,6 +94,15 @@ def write_report(
         "synthetic archive of all sites.</p>",
         _html_table(markdown_table(table)),
     ]
+    if refusals:
+        parts.append(
+            "<h2>Sites that refused the query</h2><ul>"
+            + "".join(
+                f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>"
+                for k, v in refusals.items()
+            )
+            + "</ul>"
+        )
     if failures:
         parts.append(
             "<h2>Sites that did not answer</h2><ul>"
@@ -107,7 +121,5 @@ def write_report(
             )
     head = f"<meta charset='utf-8'><title>{html.escape(title)}</title><style>{_STYLE}</style>"
     text = f"<!doctype html><html><head>{head}</head><body>{''.join(parts)}</body></html>"
-    tmp = Path(path).with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
     return Path(path)

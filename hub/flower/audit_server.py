@@ -1,20 +1,30 @@
-"""The hub's side of ``query.audit``: send a generator to chosen sites, collect their aggregates.
+"""The hub's side of ``query.audit``: name a registered generator to chosen sites, collect reports.
 
-    reports = audit_on_sites(grid, audit_content(G, generator_id, settings), generator_id)
+    content = audit_content(generator_id, weights_sha256, settings)
+    results = audit_on_sites(grid, content, generator_id)
 
-:func:`audit_content` builds the message (the request and G_ema's weights; the hub
-has no real image to send); :func:`audit_on_sites` sends it to every SuperNode (or
-the given node ids), parses each reply into an
-:class:`~shared.artifacts.audit.AuditReport` per site, and collects sites that
-failed or did not answer instead of aborting. :func:`audit_main` is the
-ServerApp's ``audit`` task: it reads its run config, writes one report JSON per
-site, and a readable report (``hub.audit.report``).
+:func:`audit_content` builds the message: the generator's registry id and the
+sha256 of its weights file, the settings and the chosen sites, and no weights
+(each site pulls and verifies the registered bundle itself);
+:func:`audit_on_sites` sends it to every SuperNode (or the given node ids) and
+keeps each site's signed :class:`~shared.artifacts.audit.AuditReport` bytes
+verbatim (``SiteAudits.signed``) beside the parsed report; it collects sites that
+refused (their policy's rule, value and limit), failed or did not answer instead
+of aborting. Given a keyring it also checks each report's signature against the
+auditing site's key and counts a report that does not verify as a failure.
+:func:`audit_main` is the ServerApp's ``audit`` task: it reads its run config,
+writes each site's signed report and a readable report (``hub.audit.report``).
 
-Run-config keys: ``generator-bundle`` (a pulled, verified bundle folder),
-``generator-public-key`` (PEM; default the bundle's ``signer.pub``), ``sites``
-(``all`` or ``a,b``), ``num-samples``, ``seed``, ``near-copy-ssim``,
-``max-near-copies``, ``alpha``, ``ssim-window``, ``num-permutations``,
-``timeout-s``, ``out-dir``.
+Run-config keys of the ``audit`` task:
+
+* the generator: ``generator-id`` and ``weights-sha256`` (the manifest's
+  ``files["generator.safetensors"].sha256``), or ``generator-bundle`` (a pulled
+  bundle folder) verified against ``keyring`` (consortium keyring file,
+  ``radshare-hub keyring export``) or ``generator-public-key`` (PEM);
+* ``keyring`` (optional with ``generator-id``): also verify the sites' signed reports;
+* ``sites`` (``all`` or ``a,b``), ``num-samples``, ``seed``, ``near-copy-ssim``,
+  ``max-near-copies``, ``alpha``, ``ssim-window``, ``num-permutations``,
+  ``timeout-s``, ``out-dir``.
 """
 
 from __future__ import annotations
@@ -25,19 +35,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch  # ArrayRecord's torch conversions need torch imported first
-from flwr.app import ArrayRecord, Message, RecordDict
+from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
-from shared.artifacts.audit import AuditReport, AuditSettings, audit_report
+from shared.artifacts.audit import AuditReport, AuditSettings, verify_audit_report
+from shared.artifacts.keyring import ConsortiumKeyring, SignerKeys
 from shared.audit_records import (
     MESSAGE_TYPE,
+    REFUSED_CODE,
     SKIPPED_CODE,
     AuditRequest,
+    report_from_records,
     request_to_records,
-    summary_from_records,
 )
-from shared.errors import ConfigError, FederationError
+from shared.errors import ArtifactError, ConfigError, FederationError
 
 __all__ = [
     "SiteAudits",
@@ -52,28 +63,61 @@ log = logging.getLogger("radshare.hub.flower")
 
 @dataclass
 class SiteAudits:
-    """Reports by site id, and failures by node id (error text)."""
+    """Reports by site id (parsed, and the site-signed bytes as received); refusals and
+    failures by node id (reason text; a refusal names the site, rule, value and limit)."""
 
     reports: dict[str, AuditReport] = field(default_factory=dict)
+    signed: dict[str, bytes] = field(default_factory=dict)
+    refusals: dict[int, str] = field(default_factory=dict)
     failures: dict[int, str] = field(default_factory=dict)
     skipped: list[int] = field(default_factory=list)
 
 
 def audit_content(
-    G: torch.nn.Module,
     generator_id: str,
+    weights_sha256: str,
     settings: AuditSettings,
     sites: Sequence[str] | None = None,
 ) -> RecordDict:
-    """Message content: the request (config, settings, chosen sites) and G_ema's weights."""
+    """Message content: the registered generator's id and weights sha256, settings, sites."""
     request = AuditRequest(
         generator_id=generator_id,
-        generator_config=G.cfg,  # type: ignore[arg-type]
+        weights_sha256=weights_sha256,
         settings=settings,
         sites=list(sites) if sites is not None else None,
     )
-    state = {name: t.detach().cpu() for name, t in G.state_dict().items()}
-    return request_to_records(request, ArrayRecord(state))
+    return request_to_records(request)
+
+
+def _accept_reply(
+    results: SiteAudits, node: int, reply: Message, generator_id: str, keys: SignerKeys | None
+) -> None:
+    """File one reply: skipped, refused, failed, or a report (signature checked if keys)."""
+    if reply.has_error():
+        text = f"code {reply.error.code}: {reply.error.reason}"
+        if reply.error.code == SKIPPED_CODE:
+            results.skipped.append(node)  # a site that was not chosen
+        elif reply.error.code == REFUSED_CODE:
+            results.refusals[node] = str(reply.error.reason)
+            log.warning("query.audit: node %d refused: %s", node, reply.error.reason)
+        else:
+            results.failures[node] = text
+            log.warning("query.audit: node %d failed: %s", node, text)
+        return
+    try:
+        data, report = report_from_records(reply.content)
+        if keys is not None:
+            from shared.artifacts.signing import load_public_key
+
+            key = load_public_key(keys.public_key_pem(report.site_id))
+            report = verify_audit_report(data, key, where=f"report of site {report.site_id}")
+        if report.generator_id != generator_id:
+            raise FederationError(f"report names generator {report.generator_id[:16]}")
+    except (FederationError, ArtifactError, ValueError) as error:
+        results.failures[node] = f"malformed reply: {error}"
+        return
+    results.reports[report.site_id] = report
+    results.signed[report.site_id] = data
 
 
 def audit_on_sites(
@@ -83,8 +127,12 @@ def audit_on_sites(
     *,
     node_ids: Sequence[int] | None = None,
     timeout_s: float = 3600.0,
+    keys: SignerKeys | None = None,
 ) -> SiteAudits:
-    """Send ``content`` as ``query.audit`` to each node; one report per answering site."""
+    """Send ``content`` as ``query.audit`` to each node; one signed report per answering site.
+
+    ``keys``: the consortium keyring; each report must then verify against its site's key.
+    """
     nodes = list(node_ids if node_ids is not None else grid.get_node_ids())
     if not nodes:
         raise FederationError("no site is connected to the SuperLink")
@@ -95,22 +143,14 @@ def audit_on_sites(
     for reply in grid.send_and_receive(messages, timeout=timeout_s):
         node = reply.metadata.src_node_id
         answered.add(node)
-        if reply.has_error() and reply.error.code == SKIPPED_CODE:
-            results.skipped.append(node)  # a site that was not chosen
-            continue
-        if reply.has_error():
-            results.failures[node] = f"code {reply.error.code}: {reply.error.reason}"
-            log.warning("query.audit: node %d failed: %s", node, results.failures[node])
-            continue
-        try:
-            site_id, summary = summary_from_records(reply.content)
-            results.reports[site_id] = audit_report(generator_id, site_id, summary)
-        except (FederationError, ValueError) as error:
-            results.failures[node] = f"malformed reply: {error}"
+        _accept_reply(results, node, reply, generator_id, keys)
     for node in set(nodes) - answered:
         results.failures[node] = f"no reply within {timeout_s:.0f} s"
     log.info(
-        "query.audit: %d sites answered, %d failed", len(results.reports), len(results.failures)
+        "query.audit: %d sites answered, %d refused, %d failed",
+        len(results.reports),
+        len(results.refusals),
+        len(results.failures),
     )
     return results
 
@@ -144,22 +184,40 @@ def _chosen_sites(run_config: Mapping[str, object]) -> list[str] | None:
     return [site.strip() for site in text.split(",") if site.strip()]
 
 
-def audit_main(grid: Grid, run_config: Mapping[str, object]) -> SiteAudits:
-    """The ServerApp's ``audit`` task: audit one published generator at the chosen sites."""
-    from hub.audit.report import write_audit_reports
-    from shared.artifacts.bundle import load_generator, read_bundle
-
+def _generator_named(run_config: Mapping[str, object], keys: SignerKeys | None) -> tuple[str, str]:
+    """``(generator id, weights sha256)`` from the run config (see the module docstring)."""
+    generator_id, sha256 = run_config.get("generator-id"), run_config.get("weights-sha256")
+    if generator_id and sha256:
+        return str(generator_id), str(sha256)
     bundle = run_config.get("generator-bundle")
     if not bundle:
-        raise ConfigError("run_config 'generator-bundle' is missing (a pulled bundle folder)")
+        raise ConfigError(
+            "run_config names no generator: give 'generator-id' and 'weights-sha256', "
+            "or 'generator-bundle' (a pulled bundle folder)"
+        )
+    from shared.artifacts.bundle import read_bundle
+    from shared.artifacts.generator import GENERATOR_FILE
+
     key: Any = run_config.get("generator-public-key") or None
-    generator_id = read_bundle(Path(str(bundle)), Path(str(key)) if key else None).artifact_id
-    G = load_generator(Path(str(bundle)), Path(str(key)) if key else None)
-    content = audit_content(G, generator_id, settings_from_run_config(run_config),
+    trusted: Any = Path(str(key)) if key else keys
+    if trusted is None:
+        raise ConfigError("run_config 'generator-bundle' needs 'keyring' or 'generator-public-key'")
+    signed = read_bundle(Path(str(bundle)), trusted)
+    return signed.artifact_id, signed.model.files[GENERATOR_FILE].sha256
+
+
+def audit_main(grid: Grid, run_config: Mapping[str, object]) -> SiteAudits:
+    """The ServerApp's ``audit`` task: audit one registered generator at the chosen sites."""
+    from hub.audit.report import write_audit_reports
+
+    keyring = run_config.get("keyring")
+    keys = ConsortiumKeyring.load(Path(str(keyring))) if keyring else None
+    generator_id, weights_sha256 = _generator_named(run_config, keys)
+    content = audit_content(generator_id, weights_sha256, settings_from_run_config(run_config),
                             _chosen_sites(run_config))  # fmt: skip
     results = audit_on_sites(
-        grid, content, generator_id, timeout_s=_number(run_config, "timeout-s", 3600.0)
+        grid, content, generator_id, timeout_s=_number(run_config, "timeout-s", 3600.0), keys=keys
     )
     out = Path(str(run_config.get("out-dir", "audit")))
-    write_audit_reports(out, generator_id, results.reports, results.failures)
+    write_audit_reports(out, generator_id, results.signed, results.failures, results.refusals)
     return results

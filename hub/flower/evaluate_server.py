@@ -1,14 +1,21 @@
-"""The hub's side of ``evaluate.classifier``: send a classifier or a recipe, collect aggregates.
+"""The hub's side of ``evaluate.classifier``: name a classifier or a recipe, collect aggregates.
 
-    results = evaluate_on_sites(grid, request_content(request, classifier), timeout_s=600)
+    results = evaluate_on_sites(grid, request_content(request), timeout_s=600)
 
-:func:`request_content` builds the message content (request JSON, weights, optional
-synthetic enrichment images — never a real image: the hub has none);
+:func:`request_content` builds the message content: the request JSON, which names a
+published classifier by registry id and weights sha256 (each site pulls and verifies
+the bundle itself and refuses anything unregistered), optional synthetic enrichment
+images — never a real image: the hub has none — and, only for the validation round
+of federated labeller training (``hub.flower.fedavg_labeller``), inline weights;
 :func:`evaluate_on_sites` sends it to every SuperNode (or the given ones) and parses
 each reply into a :class:`~shared.evaluation_records.SiteEvaluation`, collecting sites
-that failed (or did not answer in time) instead of aborting. :func:`run_requests` runs
+that refused under their query policy (the rule, value and limit) and sites that failed
+(or did not answer in time) instead of aborting. :func:`run_requests` runs
 several named requests, e.g. the comparison's (a) real-only (trained at each site),
 (b) each site's synthetic archive and (c) the pooled archive.
+
+Run-config keys of the ``evaluate`` task: see :func:`evaluation_contents`, plus
+``out-dir`` and ``timeout-s``.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
+from shared.audit_records import REFUSED_CODE, SKIPPED_CODE
 from shared.errors import ConfigError, FederationError
 from shared.evaluation_records import (
     CLASSIFIER_RECORD,
@@ -54,10 +62,12 @@ MESSAGE_TYPE = "evaluate.classifier"
 
 @dataclass
 class SiteResults:
-    """Replies by site id, and failures by node id (error text)."""
+    """Replies by site id; refusals (site, rule, value, limit) and failures by node id."""
 
     evaluations: dict[str, SiteEvaluation] = field(default_factory=dict)
+    refusals: dict[int, str] = field(default_factory=dict)
     failures: dict[int, str] = field(default_factory=dict)
+    skipped: list[int] = field(default_factory=list)
 
 
 def request_content(
@@ -65,9 +75,15 @@ def request_content(
     classifier: Labeller | None = None,
     enrich: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> RecordDict:
-    """Message content: the request, the classifier's weights, optional enrichment images."""
-    if request.mode == "evaluate" and classifier is None:
-        raise FederationError("mode 'evaluate' needs a classifier to send")
+    """Message content: the request, optional enrichment images, and inline weights.
+
+    ``classifier`` (inline weights) only for a federated-labeller validation round;
+    a published classifier is named by ``request.classifier_id`` and ``weights_sha256``.
+    """
+    if request.classifier_id is not None and classifier is not None:
+        raise FederationError("a registered classifier is named by id; send no weights")
+    if request.mode == "evaluate" and classifier is None and request.classifier_id is None:
+        raise FederationError("mode 'evaluate' needs a classifier_id (or inline weights)")
     if classifier is not None and classifier.cfg != request.labeller_config:
         raise FederationError("the classifier's config differs from request.labeller_config")
     content = RecordDict({REQUEST_RECORD: ConfigRecord({"json": request.model_dump_json()})})
@@ -103,6 +119,14 @@ def evaluate_on_sites(
     results, replied = SiteResults(), set()
     for reply in grid.send_and_receive(messages, timeout=timeout_s):
         node = reply.metadata.src_node_id
+        replied.add(node)
+        if reply.has_error() and reply.error.code == SKIPPED_CODE:
+            results.skipped.append(node)
+            continue
+        if reply.has_error() and reply.error.code == REFUSED_CODE:
+            results.refusals[node] = str(reply.error.reason)
+            log.warning("evaluate.classifier: node %d refused: %s", node, reply.error.reason)
+            continue
         if reply.has_error():
             results.failures[node] = f"code {reply.error.code}: {reply.error.reason}"
             log.warning("evaluate.classifier: node %d failed: %s", node, results.failures[node])
@@ -113,12 +137,12 @@ def evaluate_on_sites(
             results.failures[node] = f"malformed reply: {error}"
             continue
         results.evaluations[evaluation.site_id] = evaluation
-        replied.add(node)
-    for node in set(nodes) - replied - set(results.failures):
+    for node in set(nodes) - replied:
         results.failures[node] = f"no reply within {timeout_s:.0f} s"
     log.info(
-        "evaluate.classifier: %d sites answered, %d failed",
+        "evaluate.classifier: %d sites answered, %d refused, %d failed",
         len(results.evaluations),
+        len(results.refusals),
         len(results.failures),
     )
     return results
@@ -166,16 +190,23 @@ def _enrich_arrays(archive: Path, cfg: LabellerConfig, label: str, num_images: i
 def evaluation_contents(run_config: Mapping[str, object]) -> dict[str, RecordDict]:
     """The requests a run asks for: one per classifier, the real baseline, rare-class variants.
 
-    Run-config keys: ``classifiers`` (``tag=bundle_dir,...``), ``hub-public-key`` (PEM
-    file; default: each bundle's ``signer.pub``), ``real-baseline`` (bool), ``epochs``,
+    Run-config keys: ``classifiers`` (``tag=bundle_dir,...``: pulled classifier bundles,
+    each sent as its registry id and weights sha256, never its weights), ``keyring``
+    (consortium keyring file) or ``hub-public-key`` (PEM file) to verify them with,
+    ``sites``, ``real-baseline`` (bool), ``epochs``,
     ``num-resamples``, ``min-count``, ``seed``, ``rare-label``, ``rare-keep-fraction``,
     ``rare-keep-unit`` (``patients``: whole positive patients are kept or cut; ``images``),
     ``rare-enrich-archive``, ``rare-enrich-images``.
     """
-    from hub.pooling.bundle import load_classifier_bundle
+    from shared.artifacts.classifier import WEIGHTS_FILE as CLASSIFIER_WEIGHTS_FILE
+    from shared.artifacts.classifier import load_classifier_bundle
+    from shared.artifacts.keyring import ConsortiumKeyring
 
     config: Any = run_config  # TOML values: str, int, float, bool
-    key = config.get("hub-public-key")
+    key, keyring = config.get("hub-public-key"), config.get("keyring")
+    trusted: Any = ConsortiumKeyring.load(Path(str(keyring))) if keyring else None
+    if key:
+        trusted = Path(str(key))
     seed = int(config.get("seed", 0))
     sites = [s.strip() for s in str(config.get("sites", "all")).split(",") if s.strip()]
     common: dict[str, Any] = {
@@ -188,12 +219,19 @@ def evaluation_contents(run_config: Mapping[str, object]) -> dict[str, RecordDic
     contents: dict[str, RecordDict] = {}
     cfg = None
     for tag, bundle in _parse_classifiers(str(run_config.get("classifiers", ""))).items():
-        net, card, _ = load_classifier_bundle(bundle, Path(str(key)) if key else None)
+        if trusted is None:
+            raise ConfigError("run_config 'classifiers' needs 'keyring' or 'hub-public-key'")
+        net, card, signed = load_classifier_bundle(bundle, trusted)
         thresholds = {c.name: c.threshold_logit for c in card.classes}
         request = EvaluationRequest(
-            tag=tag, labeller_config=net.cfg, fallback_thresholds_logit=thresholds, **common
+            tag=tag,
+            labeller_config=net.cfg,
+            fallback_thresholds_logit=thresholds,
+            classifier_id=signed.artifact_id,
+            weights_sha256=signed.model.files[CLASSIFIER_WEIGHTS_FILE].sha256,
+            **common,
         )
-        contents[tag] = request_content(request, net)
+        contents[tag] = request_content(request)
         cfg = cfg or net.cfg
     if cfg is not None and bool(run_config.get("real-baseline", False)):
         request = EvaluationRequest(
@@ -246,11 +284,14 @@ def evaluate_main(grid: Grid, run_config: Mapping[str, object]) -> Path:
     failures = {
         f"{tag}/node {node}": why for tag, r in results.items() for node, why in r.failures.items()
     }
-    save_evaluations(out / "evaluations.json", evaluations, failures)
+    refusals = {
+        f"{tag}/node {node}": why for tag, r in results.items() for node, why in r.refusals.items()
+    }
+    save_evaluations(out / "evaluations.json", evaluations, failures, refusals)
     table = comparison_table(evaluations)
     table.to_csv(out / "comparison.csv", index=False)
     (out / "comparison.md").write_text(markdown_table(table) + "\n")
-    write_report(out / "report.html", evaluations, failures)
+    write_report(out / "report.html", evaluations, failures, refusals=refusals)
     log.info(
         "evaluation: %d replies, %d failures; report %s",
         len(evaluations),

@@ -32,18 +32,17 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from hub.flower.evaluate_server import evaluate_on_sites, request_content
-from shared.artifacts.manifest import DPParameters
-from shared.errors import FederationError
-from shared.evaluation_records import EvaluationRequest, SiteEvaluation, TrainRecipe
-from shared.networks.labeller import (
+from shared.artifacts.labeller import (
     ClassMetrics,
-    Labeller,
     LabellerCard,
-    LabellerConfig,
     LabellerDataSummary,
     LabellerTrainingSummary,
     save_labeller_export,
 )
+from shared.artifacts.manifest import DPParameters
+from shared.errors import FederationError
+from shared.evaluation_records import EvaluationRequest, SiteEvaluation, TrainRecipe
+from shared.networks.labeller import Labeller, LabellerConfig
 
 __all__ = [
     "FedAvgResult",

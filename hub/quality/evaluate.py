@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +27,9 @@ from safetensors.torch import load_file
 from hub.quality import han, prevalence, segal
 from hub.quality.imageset import ImageSet, load_nih_folder
 from hub.quality.report import Section, write_report
+from shared.artifacts.keyring import SignerKeys
 from shared.errors import ArtifactError, ConfigError
+from shared.fileio import atomic_write_text
 from shared.metrics.features import default_extractor, extract_features
 from shared.metrics.frechet import frechet_distance_from_features
 from shared.networks.generator import Generator, GeneratorConfig
@@ -58,6 +59,8 @@ class QualityOptions:
     han_latents: int = 4
     han_steps: int = 20
     han_classes: list[str] = field(default_factory=list)
+    trusted: SignerKeys | None = None  # --keyring: verifies labeller/generator bundles
+    trust_local_export: bool = False  # --trust-local-export: accept unsigned training exports
 
 
 def load_generator_export(folder: Path) -> Generator:
@@ -72,6 +75,23 @@ def load_generator_export(folder: Path) -> Generator:
     G = Generator(cfg)
     G.load_state_dict(load_file(str(weights[0])))
     return G.eval().requires_grad_(False)
+
+
+def _load_generator(opts: QualityOptions) -> Generator:
+    """A bundle (verified against ``opts.trusted``) or, with ``trust_local_export``, an export."""
+    assert opts.generator_dir is not None
+    if (opts.generator_dir / "manifest.json").is_file():
+        from shared.artifacts.generator import load_generator
+
+        if opts.trusted is None:
+            raise ConfigError(f"{opts.generator_dir}: a signed bundle; pass --keyring to verify it")
+        return load_generator(opts.generator_dir, opts.trusted)
+    if not opts.trust_local_export:
+        raise ArtifactError(
+            f"{opts.generator_dir}: an unsigned training export; pass --trust-local-export "
+            "to use it, or give the signed bundle"
+        )
+    return load_generator_export(opts.generator_dir)
 
 
 def _segal_section(
@@ -230,9 +250,14 @@ def evaluate_quality(opts: QualityOptions) -> dict:
             )
     labeller = card = None
     if opts.labeller_dir is not None:
-        from shared.networks.labeller import load_labeller_export
+        from hub.synthesis.sources import resolve_labeller
 
-        labeller, card = load_labeller_export(opts.labeller_dir)
+        source = resolve_labeller(
+            str(opts.labeller_dir),
+            trusted=opts.trusted,
+            trust_local_export=opts.trust_local_export,
+        )
+        labeller, card = source.labeller, source.card
 
     # Extract features with one extractor for every set (cached per image set).
     extractor = default_extractor(
@@ -256,13 +281,11 @@ def evaluate_quality(opts: QualityOptions) -> dict:
 
     # Han et al.: correlation matrix, transitions, difference maps.
     if labeller is not None and opts.generator_dir is not None:
-        G = load_generator_export(opts.generator_dir)
+        G = _load_generator(opts)
         sections.append(_han_section(G, labeller.requires_grad_(False), card, opts, results))
 
     # Write the numbers and the report.
-    tmp = opts.out_dir / "results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, opts.out_dir / "results.json")
+    atomic_write_text(opts.out_dir / "results.json", json.dumps(results, indent=2))
     write_report(opts.out_dir / "report.html", "radshare quality report", sections)
     log.info("quality report written to %s", opts.out_dir)
     return results

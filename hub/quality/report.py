@@ -10,13 +10,14 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
+
+from shared.fileio import atomic_write_text
 
 __all__ = ["Section", "image_to_data_uri", "render_report", "write_report"]
 
@@ -85,9 +86,7 @@ def render_report(title: str, sections: list[Section]) -> str:
 
 
 def write_report(path: Path | str, title: str, sections: list[Section]) -> Path:
-    """Render and write the report atomically (``.tmp`` then ``os.replace``)."""
+    """Render and write the report atomically (``shared.fileio``)."""
     path = Path(path)
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(render_report(title, sections), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, render_report(title, sections))
     return path

@@ -6,9 +6,13 @@ Every client certificate names one identity, in a SAN URI ``radshare:<identity>`
 =====================  ========  ==============================================
 identity               role      may
 =====================  ========  ==============================================
-``site:<id>``          site      publish, only artifacts whose manifest says ``<id>``
+``site:<id>``          site      publish, only artifacts whose manifest says ``<id>``;
+                                 withdraw its own artifacts; read manifests and pull
+                                 bundles (to verify what a federated query names; no
+                                 archives, no list)
 ``operator[:<name>]``  operator  list, pull weights, read manifests, read and store audit
-                                 reports, run jobs
+                                 reports, run jobs, withdraw any artifact, register the
+                                 hub's own signed classifiers
 ``auditor[:<name>]``   auditor   list, read manifests and audit reports
 =====================  ========  ==============================================
 
@@ -65,11 +69,15 @@ class Action(StrEnum):
     READ_REPORT = "read_report"
     WRITE_REPORT = "write_report"
     RUN_JOB = "run_job"
+    WITHDRAW = "withdraw"
+    PUBLISH_HUB_ARTIFACT = "publish_hub_artifact"
 
 
 #: Actions each role may take (a site's PUBLISH is further limited to its own site id).
 ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
-    Role.SITE: frozenset({Action.PUBLISH}),
+    # A site pulls the generator or classifier bundle a federated query names, to verify
+    # and use it itself (site_node.flower.registered); pull_archive stays operator-only.
+    Role.SITE: frozenset({Action.PUBLISH, Action.WITHDRAW, Action.READ_MANIFEST, Action.PULL}),
     Role.OPERATOR: frozenset(
         {
             Action.LIST,
@@ -78,6 +86,8 @@ ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
             Action.READ_REPORT,
             Action.WRITE_REPORT,
             Action.RUN_JOB,
+            Action.WITHDRAW,
+            Action.PUBLISH_HUB_ARTIFACT,
         }
     ),
     Role.AUDITOR: frozenset({Action.LIST, Action.READ_MANIFEST, Action.READ_REPORT}),

@@ -4,7 +4,9 @@ A registry holds three things: *staged uploads* (bytes received so far, kept
 across restarts so a client can resume), *committed artifacts* (an
 immutable row per content-hash id, its files in content-addressed storage) and
 *audit reports* (every ``AuditReport`` stored for a committed generator, keyed by
-generator, auditing site and ``received``; a re-audit adds one, none is replaced).
+generator, auditing site and ``received``; a re-audit adds one, none is replaced;
+a site-signed report is kept as the exact bytes the site signed), and the audit policy's
+state (``hub.registry.audit_policy``): operator overrides and withdrawals, only ever added.
 It stores and retrieves; it does not judge: the handlers verify hashes,
 signatures and tensors before they call ``commit``. ``tests/test_registry_contract.py``
 runs every implementation through the same contract.
@@ -14,11 +16,14 @@ from __future__ import annotations
 
 import builtins
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
 from typing import BinaryIO
 
+from hub.registry.integrity import BlobState
 from shared.artifacts.audit import AuditReport
+from shared.artifacts.audit_state import AuditOverrideRecord, WithdrawalRecord
 from shared.artifacts.records import ArtifactKind, ArtifactSummary
 from shared.errors import NotFoundError
 
@@ -27,6 +32,7 @@ __all__ = [
     "ArtifactRegistry",
     "GeneratorRegistry",
     "StagedUpload",
+    "StoredAuditReport",
     "received_key",
 ]
 
@@ -72,6 +78,15 @@ class StagedUpload:
         return all(self.received.get(name, 0) == size for name, size in self.declared.items())
 
 
+@dataclass(frozen=True)
+class StoredAuditReport:
+    """An audit report as stored: the exact bytes the site signed, parsed, and who submitted it."""
+
+    report: AuditReport
+    report_json: bytes
+    submitted_by: str
+
+
 class ArtifactRegistry(ABC):
     """Storage of staged uploads and committed artifacts, keyed by content-hash id and kind."""
 
@@ -84,6 +99,10 @@ class ArtifactRegistry(ABC):
     @abstractmethod
     def staged(self, artifact_id: str) -> StagedUpload | None:
         """The staged upload with this id, or None."""
+
+    @abstractmethod
+    def staged_uploads(self) -> builtins.list[StagedUpload]:
+        """Every staged upload (for per-site quotas), in no particular order."""
 
     @abstractmethod
     def append(self, artifact_id: str, file_name: str, offset: int, data: bytes) -> int:
@@ -129,8 +148,13 @@ class ArtifactRegistry(ABC):
     # Audit reports.
 
     @abstractmethod
-    def put_audit_report(self, report: AuditReport, submitted_by: str) -> bool:
+    def put_audit_report(
+        self, report: AuditReport, submitted_by: str, report_json: bytes | None = None
+    ) -> bool:
         """Store ``report`` for the committed artifact ``report.generator_id`` (exact id).
+
+        ``report_json``: the bytes to keep verbatim (a site-signed report, which the
+        caller has verified and parsed into ``report``); default the report's JSON.
 
         Returns True, or False if a report with the same generator, site and
         ``received`` is stored already and is identical (idempotent); a different
@@ -143,6 +167,43 @@ class ArtifactRegistry(ABC):
         self, generator_id: str, site_id: str | None = None
     ) -> builtins.list[AuditReport]:
         """Reports stored for this exact artifact id (and site, when given), newest first."""
+
+    # Audit policy state: stored report bytes, overrides, withdrawals (hub.registry.audit_policy).
+
+    @abstractmethod
+    def audit_report_records(
+        self, generator_id: str, site_id: str | None = None
+    ) -> builtins.list[StoredAuditReport]:
+        """Like :meth:`audit_reports`, with the stored bytes and the submitter, newest first."""
+
+    @abstractmethod
+    def put_audit_override(self, override: AuditOverrideRecord) -> AuditOverrideRecord:
+        """Record an override; the stored one if this generator, giver and reason exist already.
+
+        Any generator id may be named (an override can let an unknown bundle through);
+        overrides are never deleted or replaced.
+        """
+
+    @abstractmethod
+    def audit_overrides(
+        self, generator_id: str | None = None
+    ) -> builtins.list[AuditOverrideRecord]:
+        """Overrides (of one generator, when given), oldest first."""
+
+    @abstractmethod
+    def withdraw(self, withdrawal: WithdrawalRecord) -> tuple[WithdrawalRecord, bool]:
+        """Withdraw a committed artifact: ``(record, True)``, or ``(earlier, False)`` if it was.
+
+        NotFoundError for an id that is not committed; a withdrawal is never undone.
+        """
+
+    @abstractmethod
+    def withdrawals(self) -> dict[str, WithdrawalRecord]:
+        """Every withdrawal by artifact id."""
+
+    def withdrawal(self, artifact_id: str) -> WithdrawalRecord | None:
+        """The withdrawal of this exact id, or None."""
+        return self.withdrawals().get(artifact_id)
 
     def get(self, artifact_id: str) -> ArtifactRecord:
         """The committed artifact with this id or unique prefix (>= 8 hex digits); NotFoundError."""
@@ -160,6 +221,20 @@ class ArtifactRegistry(ABC):
                     f"artifact id prefix {artifact_id!r} is ambiguous ({len(matches)} match)"
                 )
         raise NotFoundError(f"no artifact with id {artifact_id!r}")
+
+    # Blob integrity (hub.registry.integrity, `radshare-hub verify`).
+
+    @abstractmethod
+    def blob_states(self, sha256s: Iterable[str] | None = None) -> dict[str, BlobState]:
+        """sha256 → its last recorded state (of ``sha256s`` when given); unrecorded: absent."""
+
+    @abstractmethod
+    def mark_blobs(self, states: Mapping[str, tuple[BlobState, str]]) -> None:
+        """Record ``sha256 → (state, detail)`` (replacing earlier states of those blobs)."""
+
+    @abstractmethod
+    def blob_present(self, sha256: str) -> bool:
+        """Whether the blob's bytes are stored (whatever their state)."""
 
 
 #: The name the issue uses: generators are one kind of artifact in the same registry.

@@ -1,19 +1,24 @@
 """A content-addressed blob store on disk: ``<root>/<ab>/<sha256>``, files read-only.
 
 Blobs arrive by ``adopt``: a fully written, already verified file is fsynced
-and renamed into place, so a blob is either absent or complete.
+and renamed into place, so a blob is either absent or complete; a blob already
+in place is re-hashed, never trusted, before an upload of the same content is dropped.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
 from typing import BinaryIO
 
 from shared.errors import NotFoundError, RegistryError
+from shared.fileio import sha256_file
 
 __all__ = ["BlobStore"]
+
+log = logging.getLogger("radshare.hub.registry")
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -36,11 +41,17 @@ class BlobStore:
         return self.path(sha256).is_file()
 
     def adopt(self, source: Path, sha256: str) -> bool:
-        """Move ``source`` (verified to hash to ``sha256``) into place; False if already stored."""
+        """Move ``source`` (verified to hash to ``sha256``) into place; False if already stored.
+
+        A blob already at the target is kept only if it still hashes to ``sha256``;
+        a corrupt one is replaced (True), so re-publishing a bundle repairs it.
+        """
         target = self.path(sha256)
         if target.is_file():
-            os.unlink(source)
-            return False
+            if sha256_file(target)[0] == sha256:
+                os.unlink(source)
+                return False
+            log.warning("blob %s in %s is corrupt: replacing it", sha256, self.root)
         target.parent.mkdir(exist_ok=True)
         with open(source, "rb") as handle:
             os.fsync(handle.fileno())

@@ -9,18 +9,18 @@ restart is needed. Replacing a different key needs ``--replace``.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Protocol
 
 from shared.artifacts.signing import key_id, load_public_key, public_key_pem
 from shared.errors import ConfigError, SignatureError
+from shared.fileio import atomic_write_bytes
+from shared.site_ids import SITE_ID_PATTERN
 
 __all__ = ["DirectoryKeyring", "Keyring", "StaticKeyring"]
 
-_SITE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_SITE = re.compile(SITE_ID_PATTERN)  # the one site-id rule
 
 
 class Keyring(Protocol):
@@ -78,8 +78,5 @@ class DirectoryKeyring:
                 f"(--replace) to register {fingerprint[:16]}…"
             )
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{site_id}.")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(public_key_pem(load_public_key(pem)))
-        os.replace(tmp, path)
+        atomic_write_bytes(path, public_key_pem(load_public_key(pem)), mode=0o644)
         return fingerprint

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import builtins
+import hashlib
 import io
 import threading
+from collections.abc import Iterable, Mapping
 from typing import BinaryIO
 
-from hub.registry.base import ArtifactRecord, ArtifactRegistry, StagedUpload, received_key
+from hub.registry.base import (
+    ArtifactRecord,
+    ArtifactRegistry,
+    StagedUpload,
+    StoredAuditReport,
+    received_key,
+)
+from hub.registry.integrity import BlobState
 from shared.artifacts.audit import AuditReport
+from shared.artifacts.audit_state import AuditOverrideRecord, WithdrawalRecord
 from shared.artifacts.records import ArtifactKind, ArtifactSummary
 from shared.errors import NotFoundError, RegistryError
 
@@ -25,8 +35,11 @@ class InMemoryRegistry(ArtifactRegistry):
         self._records: dict[str, ArtifactRecord] = {}
         self._order: list[str] = []
         self.blobs: dict[str, bytes] = {}
-        #: (generator_id, site_id, received) → (report, submitted_by)
-        self.reports: dict[tuple[str, str, str], tuple[AuditReport, str]] = {}
+        #: (generator_id, site_id, received) → (report, submitted_by, stored bytes)
+        self.reports: dict[tuple[str, str, str], tuple[AuditReport, str, bytes]] = {}
+        self.overrides: list[AuditOverrideRecord] = []
+        self._withdrawals: dict[str, WithdrawalRecord] = {}
+        self._blob_states: dict[str, tuple[BlobState, str]] = {}
 
     def stage(self, upload: StagedUpload) -> StagedUpload:
         with self._lock:
@@ -52,6 +65,11 @@ class InMemoryRegistry(ArtifactRegistry):
             upload.started_at,
             received,
         )
+
+    def staged_uploads(self) -> builtins.list[StagedUpload]:
+        with self._lock:
+            ids = list(self._staged)
+        return [s for s in map(self.staged, ids) if s is not None]
 
     def _part(self, artifact_id: str, file_name: str) -> bytearray:
         try:
@@ -91,9 +109,13 @@ class InMemoryRegistry(ArtifactRegistry):
         artifact_id = record.artifact_id
         with self._lock:
             existing = self._records.get(artifact_id)
+            repairable = existing is None or artifact_id in self._parts
+            for info in record.summary.files if repairable else ():
+                stored = self.blobs.get(info.sha256)  # kept only if it still hashes to its name
+                if stored is None or hashlib.sha256(stored).hexdigest() != info.sha256:
+                    self.blobs[info.sha256] = bytes(self._part(artifact_id, info.name))
+                self._blob_states[info.sha256] = (BlobState.OK, "committed")
             if existing is None:
-                for info in record.summary.files:
-                    self.blobs.setdefault(info.sha256, bytes(self._part(artifact_id, info.name)))
                 self._records[artifact_id] = record
                 self._order.append(artifact_id)
             self._staged.pop(artifact_id, None)
@@ -124,29 +146,91 @@ class InMemoryRegistry(ArtifactRegistry):
                 return io.BytesIO(self.blobs[info.sha256])
         raise NotFoundError(f"artifact {artifact_id[:12]}… has no file {file_name!r}")
 
-    def put_audit_report(self, report: AuditReport, submitted_by: str) -> bool:
+    def put_audit_report(
+        self, report: AuditReport, submitted_by: str, report_json: bytes | None = None
+    ) -> bool:
         key = (report.generator_id, report.site_id, received_key(report))
+        data = report.model_dump_json().encode() if report_json is None else bytes(report_json)
         with self._lock:
             if report.generator_id not in self._records:
                 raise NotFoundError(f"no artifact with id {report.generator_id!r}")
             existing = self.reports.get(key)
             if existing is not None:
-                if existing[0].model_dump_json() != report.model_dump_json():
+                if existing[2] != data:
                     raise RegistryError(
                         f"a different report of site {report.site_id!r} received {key[2]} is "
                         f"stored for {report.generator_id[:12]}…; reports are never replaced"
                     )
                 return False
-            self.reports[key] = (report, submitted_by)
+            self.reports[key] = (report, submitted_by, data)
         return True
+
+    def _report_keys(
+        self, generator_id: str, site_id: str | None
+    ) -> builtins.list[tuple[str, str, str]]:
+        keys = [
+            k for k in self.reports if k[0] == generator_id and (not site_id or k[1] == site_id)
+        ]
+        keys.sort(key=lambda k: k[1])
+        keys.sort(key=lambda k: k[2], reverse=True)  # newest first; sites in order on a tie
+        return keys
 
     def audit_reports(
         self, generator_id: str, site_id: str | None = None
     ) -> builtins.list[AuditReport]:
+        return [r.report for r in self.audit_report_records(generator_id, site_id)]
+
+    def audit_report_records(
+        self, generator_id: str, site_id: str | None = None
+    ) -> builtins.list[StoredAuditReport]:
         with self._lock:
-            keys = [
-                k for k in self.reports if k[0] == generator_id and (not site_id or k[1] == site_id)
-            ]
-            keys.sort(key=lambda k: k[1])
-            keys.sort(key=lambda k: k[2], reverse=True)  # newest first; sites in order on a tie
-            return [self.reports[k][0] for k in keys]
+            found = [self.reports[k] for k in self._report_keys(generator_id, site_id)]
+        return [StoredAuditReport(report, data, by) for report, by, data in found]
+
+    def put_audit_override(self, override: AuditOverrideRecord) -> AuditOverrideRecord:
+        with self._lock:
+            for earlier in self.overrides:
+                if (earlier.generator_id, earlier.given_by, earlier.reason) == (
+                    override.generator_id,
+                    override.given_by,
+                    override.reason,
+                ):
+                    return earlier
+            self.overrides.append(override)
+        return override
+
+    def audit_overrides(
+        self, generator_id: str | None = None
+    ) -> builtins.list[AuditOverrideRecord]:
+        with self._lock:
+            found = [o for o in self.overrides if generator_id in (None, o.generator_id)]
+        return sorted(found, key=lambda o: (o.given_at, o.given_by))
+
+    def withdraw(self, withdrawal: WithdrawalRecord) -> tuple[WithdrawalRecord, bool]:
+        with self._lock:
+            if withdrawal.generator_id not in self._records:
+                raise NotFoundError(f"no artifact with id {withdrawal.generator_id!r}")
+            earlier = self._withdrawals.get(withdrawal.generator_id)
+            if earlier is not None:
+                return earlier, False
+            self._withdrawals[withdrawal.generator_id] = withdrawal
+        return withdrawal, True
+
+    def withdrawals(self) -> dict[str, WithdrawalRecord]:
+        with self._lock:
+            return dict(self._withdrawals)
+
+    # Blob integrity: tests may damage ``self.blobs`` to exercise verify and repair.
+
+    def blob_states(self, sha256s: Iterable[str] | None = None) -> dict[str, BlobState]:
+        wanted = None if sha256s is None else set(sha256s)
+        with self._lock:
+            return {s: v[0] for s, v in self._blob_states.items() if wanted is None or s in wanted}
+
+    def mark_blobs(self, states: Mapping[str, tuple[BlobState, str]]) -> None:
+        with self._lock:
+            self._blob_states.update(states)
+
+    def blob_present(self, sha256: str) -> bool:
+        with self._lock:
+            return sha256 in self.blobs

@@ -4,13 +4,15 @@
 ``serve(config)`` runs until SIGINT/SIGTERM (``radshare-hub serve``). One
 server per registry root: the server holds ``<root>/.lock`` while it runs.
 On start it purges staged uploads older than ``limits.upload_ttl_s`` and
-removes orphan blobs a crash may have left.
+removes orphan blobs a crash may have left. Every call passes the revocation
+interceptor first: a certificate on the CRL is refused (``hub.registry.revocation``).
 """
 
 from __future__ import annotations
 
 import logging
 import signal
+import socket
 import threading
 from concurrent import futures
 from dataclasses import dataclass
@@ -20,20 +22,26 @@ from typing import IO, Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-import hub.pooling.bundle  # noqa: F401  (registers the classifier manifest kind)
-import shared.networks.labeller  # noqa: F401  (registers the labeller manifest kind)
+from hub.archives.store import ArchiveStore
 from hub.config import HubConfig
-from hub.pooling.store import ArchiveStore
 from hub.registry.base import ArtifactRegistry
 from hub.registry.handlers import HubState
 from hub.registry.keyring import DirectoryKeyring, Keyring
+from hub.registry.revocation import RevocationInterceptor, RevocationList
 from hub.registry.servicer import HubServicer
 from hub.registry.sqlite_registry import SqliteRegistry
 from shared.errors import ConfigError
 from shared.locks import hold_exclusive_lock
 from shared.proto import radshare_hub_pb2_grpc as pb_grpc
 
-__all__ = ["SERVICE_NAME", "HubServer", "serve", "server_credentials", "start_server"]
+__all__ = [
+    "SERVICE_NAME",
+    "HubServer",
+    "check_port_free",
+    "serve",
+    "server_credentials",
+    "start_server",
+]
 
 log = logging.getLogger("radshare.hub.registry")
 
@@ -76,6 +84,25 @@ def server_credentials(tls_dir: Path) -> grpc.ServerCredentials:
     return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=True)
 
 
+def check_port_free(host: str, port: int) -> None:
+    """ConfigError naming ``host:port`` if it cannot be bound (e.g. another hub listens there)."""
+    if port == 0:
+        return
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as error:
+        raise ConfigError(f"cannot bind {host}:{port}: {error.strerror} (--host)") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise ConfigError(
+                f"cannot bind {host}:{port}: {error.strerror}; another process is listening "
+                "there: stop it or choose another --port"
+            ) from None
+
+
 def _lock_root(root: Path) -> IO[Any]:
     return hold_exclusive_lock(
         root / ".lock", f"{root}: another hub server is using this registry root"
@@ -84,14 +111,18 @@ def _lock_root(root: Path) -> IO[Any]:
 
 def _default_registry(config: HubConfig) -> tuple[ArtifactRegistry, IO[Any]]:
     lock = _lock_root(config.root)
-    registry = SqliteRegistry(config.root)
-    registry.collect_garbage()
+    try:  # refuses a lost or corrupt database (RegistryUnavailableError), never empties it
+        registry = SqliteRegistry(config.root)
+        registry.collect_garbage()
+    except BaseException:
+        lock.close()
+        raise
     return registry, lock
 
 
 def _warm_up() -> None:
     """Pay the one-off cost of torch's meta device (≈2 s) at start, not in the first publish."""
-    from shared.artifacts.bundle import generator_tensor_spec
+    from shared.artifacts.generator import generator_tensor_spec
     from shared.networks.generator import GeneratorConfig
 
     tiny = {"resolution_px": 4, "z_dim": 1, "fmap_base": 1, "fmap_max": 1}
@@ -106,6 +137,8 @@ def start_server(
 ) -> HubServer:
     """Build and start the server (default: SQLite under ``config.root``, its key folder)."""
     credentials = server_credentials(config.tls_folder)
+    check_port_free(config.host, config.port)
+    revocations = RevocationList.for_tls_dir(config.tls_folder, config.crl_path)
     _warm_up()
     lock = None
     if registry is None:
@@ -129,13 +162,19 @@ def start_server(
             ("grpc.max_send_message_length", message_bytes),
             ("grpc.so_reuseport", 0),
         ],
+        interceptors=[RevocationInterceptor(revocations)],  # revoked certificates, every call
     )
     pb_grpc.add_RadshareHubServicer_to_server(HubServicer(state), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_secure_port(config.address, credentials)
+    try:
+        port = server.add_secure_port(config.address, credentials)
+    except RuntimeError:  # grpc's "Failed to bind to address" (taken since the check below)
+        port = 0
     if port == 0:
-        raise ConfigError(f"cannot bind {config.address}")
+        if lock is not None:
+            lock.close()
+        raise ConfigError(f"cannot bind {config.address}: the address is in use or not local")
     server.start()
     for service in ("", SERVICE_NAME):
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)

@@ -9,10 +9,13 @@ no verified client cert   UNAUTHENTICATED
 SignatureError            UNAUTHENTICATED
 PermissionDeniedError     PERMISSION_DENIED
 NotFoundError             NOT_FOUND
-QuotaError                RESOURCE_EXHAUSTED
+QuotaError                RESOURCE_EXHAUSTED (BusyError: + ``radshare-retry-after-ms``)
 UploadInterruptedError    ABORTED (resume it)
+RegistryUnavailableError  UNAVAILABLE (database missing/corrupt: restore, verify)
+DataLossError             DATA_LOSS (blob missing/corrupt: re-publish, restore)
 ArtifactError (others)    INVALID_ARGUMENT
 RegistryError (others)    FAILED_PRECONDITION
+AuditPolicyError          FAILED_PRECONDITION (names the generator, state and reason)
 anything else             INTERNAL (logged)
 ========================  ===================
 """
@@ -33,11 +36,13 @@ from shared.artifacts.records import ArtifactKind
 from shared.errors import (
     ArtifactError,
     ConfigError,
+    DataLossError,
     NotFoundError,
     PermissionDeniedError,
     QuotaError,
     RadshareError,
     RegistryError,
+    RegistryUnavailableError,
     SignatureError,
     UploadInterruptedError,
 )
@@ -58,6 +63,8 @@ ERROR_CODES: dict[type[Exception], grpc.StatusCode] = {
     NotFoundError: grpc.StatusCode.NOT_FOUND,
     QuotaError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     UploadInterruptedError: grpc.StatusCode.ABORTED,
+    RegistryUnavailableError: grpc.StatusCode.UNAVAILABLE,
+    DataLossError: grpc.StatusCode.DATA_LOSS,
     ArtifactError: grpc.StatusCode.INVALID_ARGUMENT,
     ConfigError: grpc.StatusCode.INVALID_ARGUMENT,
     RegistryError: grpc.StatusCode.FAILED_PRECONDITION,
@@ -79,6 +86,9 @@ def _abort(context: grpc.ServicerContext, error: Exception) -> NoReturn:
         log.exception("internal error in %s", type(error).__name__, exc_info=error)
         context.abort(code, "internal error (see the hub log)")
     log.info("refused with %s: %s", code.name, error)
+    retry_after_s = getattr(error, "retry_after_s", None)  # BusyError: tell the client when
+    if retry_after_s is not None:
+        context.set_trailing_metadata(serde.retry_after_to_metadata(retry_after_s))
     context.abort(code, str(error))
     raise AssertionError("context.abort returned")  # it raises; this tells the type checker
 
@@ -175,7 +185,15 @@ class HubServicer(pb_grpc.RadshareHubServicer):
     ) -> Iterator[pb.FileChunk]:
         def run(caller: Caller) -> Iterator[Any]:
             kind = only_kind or serde.kind_from_proto(request.kind)
-            return handlers.get_artifact(caller, self.state, request.artifact_id, kind=kind)
+            artifact_id, for_synthesis, override = serde.get_request_from_proto(request)
+            return handlers.get_artifact(
+                caller,
+                self.state,
+                artifact_id,
+                kind=kind,
+                for_synthesis=for_synthesis,
+                override_reason=override,
+            )
 
         return _stream(context, _call(context, run))
 
@@ -205,8 +223,35 @@ class HubServicer(pb_grpc.RadshareHubServicer):
     def ListAuditReports(self, request, context):
         def run(caller: Caller) -> pb.AuditReportsResponse:
             generator_id, site_id = serde.audit_reports_request_from_proto(request)
-            reports = handlers.audit_reports(caller, self.state, generator_id, site_id=site_id)
-            return serde.audit_reports_to_proto(reports)
+            stored = handlers.audit_report_records(
+                caller, self.state, generator_id, site_id=site_id
+            )
+            return serde.audit_report_bytes_to_proto([r.report_json for r in stored])
+
+        return _call(context, run)
+
+    def AuthorizeSynthesis(self, request, context):
+        def run(caller: Caller) -> pb.AuditDecisionResponse:
+            decision = handlers.authorize_synthesis(
+                caller, self.state, request.generator_id, request.override_reason or None
+            )
+            return serde.audit_decision_to_proto(decision)
+
+        return _call(context, run)
+
+    def ListAuditStates(self, request, context):
+        def run(caller: Caller) -> pb.AuditStatesResponse:
+            decisions = handlers.audit_states(caller, self.state, site_id=request.site_id or None)
+            return serde.audit_states_to_proto(decisions)
+
+        return _call(context, run)
+
+    def WithdrawArtifact(self, request, context):
+        def run(caller: Caller) -> pb.WithdrawResponse:
+            record, created = handlers.withdraw_artifact(
+                caller, self.state, request.artifact_id, request.reason
+            )
+            return serde.withdraw_response_to_proto(record, created)
 
         return _call(context, run)
 

@@ -15,6 +15,10 @@ serialised by a lock; one server process per root (the server holds a lock file)
 
 Opening a root creates missing tables (``CREATE TABLE IF NOT EXISTS``), so a
 registry made before audit reports existed gains ``audit_reports`` on its next start.
+It never creates a database beside a non-empty blob store (a lost database: see
+``hub.registry.integrity``), and only the opening creates the file: a database
+deleted or overwritten later is a ``RegistryUnavailableError`` naming it
+(``hub.registry.database``). ``blob_integrity`` keeps each blob's last verified state.
 """
 
 from __future__ import annotations
@@ -28,16 +32,27 @@ import shutil
 import sqlite3
 import tempfile
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import closing, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from hub.registry.base import ArtifactRecord, ArtifactRegistry, StagedUpload, received_key
+from hub.registry.base import (
+    ArtifactRecord,
+    ArtifactRegistry,
+    StagedUpload,
+    StoredAuditReport,
+    received_key,
+)
 from hub.registry.blobstore import BlobStore
+from hub.registry.database import connect
+from hub.registry.integrity import BlobState, refuse_lost_database
 from shared.artifacts.audit import AuditReport, parse_audit_report
+from shared.artifacts.audit_state import AuditOverrideRecord, WithdrawalRecord
 from shared.artifacts.records import ArtifactKind, ArtifactSummary, FileInfo
-from shared.errors import NotFoundError, RegistryError
+from shared.errors import ConfigError, NotFoundError, RegistryError
 
 __all__ = ["SqliteRegistry"]
 
@@ -75,6 +90,34 @@ CREATE TABLE IF NOT EXISTS audit_reports (
   PRIMARY KEY (generator_id, site_id, received)
 );
 """
+# Audit policy state (hub.registry.audit_policy): overrides name any id (an unknown bundle
+# can be let through), withdrawals a committed artifact. Rows are only ever added.
+_POLICY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit_overrides (
+  generator_id TEXT NOT NULL,
+  given_by TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  given_at TEXT NOT NULL,
+  record_json BLOB NOT NULL,
+  PRIMARY KEY (generator_id, given_by, reason)
+);
+CREATE TABLE IF NOT EXISTS withdrawals (
+  artifact_id TEXT PRIMARY KEY REFERENCES artifacts (artifact_id),
+  withdrawn_at TEXT NOT NULL,
+  record_json BLOB NOT NULL
+);
+"""
+# Integrity of stored blobs (hub.registry.integrity, `radshare-hub verify`): the last state
+# seen per blob; a blob without a row was verified when it was committed and not since.
+_INTEGRITY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS blob_integrity (
+  sha256 TEXT PRIMARY KEY,
+  state TEXT NOT NULL,
+  checked_at TEXT NOT NULL,
+  detail TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS registry_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
 _COLUMNS = (
     "artifact_id, kind, site_id, created, published_at, size_bytes, radshare_version, "
     "manifest_json, signer_public_key_pem, publisher"
@@ -92,12 +135,19 @@ class SqliteRegistry(ArtifactRegistry):
         self.uploads = self.root / "uploads"
         self.uploads.mkdir(exist_ok=True)
         self._commit_lock = threading.Lock()
-        with closing(self._connect()) as db:
+        refuse_lost_database(self.db_path, self.blobs)
+        with closing(connect(self.db_path, mode="rwc")) as db:  # the one place that creates it
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
+            db.executescript(_POLICY_SCHEMA)
+            db.executescript(_INTEGRITY_SCHEMA)
+            db.execute(  # when this database began: garbage collection's age limit
+                "INSERT OR IGNORE INTO registry_meta (key, value) VALUES ('created_at', ?)",
+                (repr(time.time()),),
+            )
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None)
+        db = connect(self.db_path)  # storage errors → RegistryUnavailableError naming the file
         db.execute("PRAGMA foreign_keys=ON")
         db.execute("PRAGMA synchronous=FULL")
         return db
@@ -169,6 +219,15 @@ class SqliteRegistry(ArtifactRegistry):
             received,
         )
 
+    def staged_uploads(self) -> builtins.list[StagedUpload]:
+        found = []
+        for folder in self.uploads.iterdir():
+            if _SHA256.match(folder.name):
+                staged = self.staged(folder.name)
+                if staged is not None:
+                    found.append(staged)
+        return found
+
     def append(self, artifact_id: str, file_name: str, offset: int, data: bytes) -> int:
         part = self._part(artifact_id, file_name)
         with open(part, "r+b", buffering=0) as handle:
@@ -209,8 +268,11 @@ class SqliteRegistry(ArtifactRegistry):
         artifact_id = record.artifact_id
         with self._commit_lock:
             existing = self.find(artifact_id)
-            if existing is not None:
+            if existing is not None:  # a re-publish: repair any blob that is missing or corrupt
+                repaired = self._adopt_all(record)
                 self.discard(artifact_id)
+                if repaired:
+                    log.warning("re-publish of %s repaired %d blob(s)", artifact_id[:12], repaired)
                 return existing, False
             placed: list[str] = []
             try:
@@ -222,6 +284,7 @@ class SqliteRegistry(ArtifactRegistry):
                 for sha256 in placed:
                     self.blobs.delete(sha256)
                 raise
+            self.mark_blobs({f.sha256: (BlobState.OK, "committed") for f in record.summary.files})
             self.discard(artifact_id)
         return record, True
 
@@ -294,9 +357,11 @@ class SqliteRegistry(ArtifactRegistry):
 
     # Audit reports.
 
-    def put_audit_report(self, report: AuditReport, submitted_by: str) -> bool:
+    def put_audit_report(
+        self, report: AuditReport, submitted_by: str, report_json: bytes | None = None
+    ) -> bool:
         key = (report.generator_id, report.site_id, received_key(report))
-        data = report.model_dump_json().encode()
+        data = report.model_dump_json().encode() if report_json is None else bytes(report_json)
         with self._transaction() as db:
             found = db.execute(
                 "SELECT 1 FROM artifacts WHERE artifact_id = ?", (report.generator_id,)
@@ -326,17 +391,79 @@ class SqliteRegistry(ArtifactRegistry):
     def audit_reports(
         self, generator_id: str, site_id: str | None = None
     ) -> builtins.list[AuditReport]:
-        query, args = "SELECT report_json FROM audit_reports WHERE generator_id = ?", [generator_id]
+        return [r.report for r in self.audit_report_records(generator_id, site_id)]
+
+    # Audit policy state.
+
+    def audit_report_records(
+        self, generator_id: str, site_id: str | None = None
+    ) -> builtins.list[StoredAuditReport]:
+        query = "SELECT report_json, submitted_by FROM audit_reports WHERE generator_id = ?"
+        args = [generator_id]
         if site_id:
             query, args = query + " AND site_id = ?", [*args, site_id]
         with closing(self._connect()) as db:
             rows = db.execute(query + " ORDER BY received DESC, site_id", args).fetchall()
+        where = f"{self.db_path}: audit report of {generator_id}"
         return [
-            parse_audit_report(
-                bytes(row[0]), where=f"{self.db_path}: audit report of {generator_id}"
-            )
-            for row in rows
+            StoredAuditReport(parse_audit_report(bytes(data), where=where), bytes(data), by)
+            for data, by in rows
         ]
+
+    def put_audit_override(self, override: AuditOverrideRecord) -> AuditOverrideRecord:
+        key = (override.generator_id, override.given_by, override.reason)
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT record_json FROM audit_overrides "
+                "WHERE generator_id = ? AND given_by = ? AND reason = ?",
+                key,
+            ).fetchone()
+            if row is not None:
+                return AuditOverrideRecord.model_validate_json(bytes(row[0]))
+            db.execute(
+                "INSERT INTO audit_overrides (generator_id, given_by, reason, given_at, "
+                "record_json) VALUES (?, ?, ?, ?, ?)",
+                (*key, override.given_at.isoformat(), override.model_dump_json().encode()),
+            )
+        return override
+
+    def audit_overrides(
+        self, generator_id: str | None = None
+    ) -> builtins.list[AuditOverrideRecord]:
+        query, args = "SELECT record_json FROM audit_overrides", tuple[str, ...]()
+        if generator_id is not None:
+            query, args = query + " WHERE generator_id = ?", (generator_id,)
+        with closing(self._connect()) as db:
+            rows = db.execute(query + " ORDER BY given_at, given_by", args).fetchall()
+        return [AuditOverrideRecord.model_validate_json(bytes(row[0])) for row in rows]
+
+    def withdraw(self, withdrawal: WithdrawalRecord) -> tuple[WithdrawalRecord, bool]:
+        with self._transaction() as db:
+            found = db.execute(
+                "SELECT 1 FROM artifacts WHERE artifact_id = ?", (withdrawal.generator_id,)
+            ).fetchone()
+            if found is None:
+                raise NotFoundError(f"no artifact with id {withdrawal.generator_id!r}")
+            row = db.execute(
+                "SELECT record_json FROM withdrawals WHERE artifact_id = ?",
+                (withdrawal.generator_id,),
+            ).fetchone()
+            if row is not None:
+                return WithdrawalRecord.model_validate_json(bytes(row[0])), False
+            db.execute(
+                "INSERT INTO withdrawals (artifact_id, withdrawn_at, record_json) VALUES (?, ?, ?)",
+                (
+                    withdrawal.generator_id,
+                    withdrawal.withdrawn_at.isoformat(),
+                    withdrawal.model_dump_json().encode(),
+                ),
+            )
+        return withdrawal, True
+
+    def withdrawals(self) -> dict[str, WithdrawalRecord]:
+        with closing(self._connect()) as db:
+            rows = db.execute("SELECT artifact_id, record_json FROM withdrawals").fetchall()
+        return {aid: WithdrawalRecord.model_validate_json(bytes(data)) for aid, data in rows}
 
     def referenced_blobs(self) -> set[str]:
         """Every sha256 some committed artifact references."""
@@ -344,11 +471,78 @@ class SqliteRegistry(ArtifactRegistry):
             return {row[0] for row in db.execute("SELECT DISTINCT sha256 FROM artifact_files")}
 
     def collect_garbage(self) -> builtins.list[str]:
-        """Delete blobs no row references (left by a crash between rename and commit)."""
+        """Delete blobs no row references (left by a crash between rename and commit).
+
+        Never on a database that cannot be read (RegistryUnavailableError). On one
+        that references no blob at all, only blobs younger than the database are
+        removed (this database's own crash leftovers); older ones are kept and
+        reported: an empty database beside them is a lost or replaced one, and
+        deleting would lose every artifact.
+        """
         with self._commit_lock:
-            orphans = sorted(self.blobs.names() - self.referenced_blobs())
+            referenced, stored = self.referenced_blobs(), self.blobs.names()
+            orphans = sorted(stored - referenced)
+            if not referenced and orphans:
+                orphans, kept = self._younger_than_database(orphans)
+                if kept:
+                    log.warning(
+                        "%s references no blob but %d older blob(s) are stored in %s: kept "
+                        "(restore the database: `radshare-hub restore --root %s`)",
+                        self.db_path,
+                        len(kept),
+                        self.blobs.root,
+                        self.root,
+                    )
             for sha256 in orphans:
                 self.blobs.delete(sha256)
         if orphans:
             log.warning("removed %d orphan blob(s) from %s", len(orphans), self.blobs.root)
         return orphans
+
+    # Blob integrity (hub.registry.integrity; `radshare-hub verify`).
+
+    def blob_states(self, sha256s: Iterable[str] | None = None) -> dict[str, BlobState]:
+        with closing(self._connect()) as db:
+            rows = db.execute("SELECT sha256, state FROM blob_integrity").fetchall()
+        wanted = None if sha256s is None else set(sha256s)
+        return {sha: BlobState(state) for sha, state in rows if wanted is None or sha in wanted}
+
+    def mark_blobs(self, states: Mapping[str, tuple[BlobState, str]]) -> None:
+        checked_at = datetime.now(UTC).isoformat(timespec="seconds")
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO blob_integrity (sha256, state, checked_at, detail) "
+                "VALUES (?, ?, ?, ?)",
+                [(sha, state.value, checked_at, detail) for sha, (state, detail) in states.items()],
+            )
+
+    def blob_present(self, sha256: str) -> bool:
+        return self.blobs.has(sha256)
+
+    def _adopt_all(self, record: ArtifactRecord) -> int:
+        """Adopt the staged files of an already committed artifact; returns blobs replaced."""
+        replaced = 0
+        if self.staged(record.artifact_id) is None:
+            return 0
+        for info in record.summary.files:
+            replaced += self.blobs.adopt(self._part(record.artifact_id, info.name), info.sha256)
+        self.mark_blobs({f.sha256: (BlobState.OK, "re-published") for f in record.summary.files})
+        return replaced
+
+    @classmethod
+    def open_existing(cls, root: Path) -> SqliteRegistry:
+        """Open the registry under ``root`` for a CLI; ConfigError if none is there."""
+        root = Path(root)
+        if not (root / "registry.sqlite3").exists() and not (root / "blobs").is_dir():
+            raise ConfigError(f"{root}: no registry here (no registry.sqlite3, no blobs/)")
+        return cls(root)
+
+    def _younger_than_database(
+        self, names: builtins.list[str]
+    ) -> tuple[builtins.list[str], builtins.list[str]]:
+        """Split blob names into (written after this database began, older); 2 s of slack."""
+        with closing(self._connect()) as db:
+            row = db.execute("SELECT value FROM registry_meta WHERE key = 'created_at'").fetchone()
+        began_s = float(row[0]) - 2.0 if row is not None else float("inf")
+        young = [n for n in names if self.blobs.path(n).stat().st_mtime >= began_s]
+        return young, [n for n in names if n not in set(young)]

@@ -23,7 +23,6 @@ with the same options, finishes the plan without duplicates.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import logging
@@ -31,7 +30,6 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,17 +37,23 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared import __version__
+from shared.artifacts.archive import (
+    ARCHIVE_SCHEMA_VERSION,
+    SYNTHETIC_MANIFEST_FILE,
+    ArchiveManifest,
+    ClassSummary,
+    read_archive_manifest,
+)
+from shared.artifacts.audit_state import AuditDecision
+from shared.artifacts.manifest import FileEntry
 from shared.errors import ArtifactError, ConfigError
+from shared.fileio import atomic_write_bytes, sha256_bytes, sha256_file
 from shared.labels import NO_FINDING
 
 __all__ = [
-    "ARCHIVE_SCHEMA_VERSION",
     "DATA_ENTRY_COLUMNS",
-    "ArchiveManifest",
     "ArchivePlan",
     "ArchiveWriter",
-    "ClassSummary",
     "ImageRecord",
     "JournalState",
     "PatientRecord",
@@ -59,14 +63,12 @@ __all__ = [
 
 log = logging.getLogger("radshare.hub.synthesis")
 
-ARCHIVE_SCHEMA_VERSION = 1
 IMAGES_DIR = "images"
 DATA_ENTRY_FILE = "Data_Entry.csv"
 PROVENANCE_FILE = "provenance.csv"
 CHECKSUMS_FILE = "images_sha256.txt"
 PLAN_FILE = "plan.json"
 JOURNAL_FILE = "journal.jsonl"
-MANIFEST_FILE = "manifest.json"
 DATA_ENTRY_COLUMNS = (
     "Image Index", "Finding Labels", "Follow-up #", "Patient ID",
     "Patient Age", "Patient Gender", "View Position",
@@ -75,11 +77,6 @@ PROVENANCE_COLUMNS = (
     "Image Index", "Patient ID", "Follow-up #", "generator_id", "labeller_id", "target_class",
     "threshold_logit", "achieved_logit", "solution_logit", "steps", "seed", "attempt",
 )  # fmt: skip
-NIH_DATASET_NOTE = (
-    "torchxrayvision: NIH_Dataset(imgpath=<archive>/images, csvpath=<archive>/Data_Entry.csv, "
-    "unique_patients=False, views=['*']) loads every image (the defaults keep one image per "
-    "patient and only PA views)"
-)
 
 
 def image_index(patient_id: int, follow_up: int) -> str:
@@ -116,11 +113,14 @@ class ArchivePlan(BaseModel):
     patients: list[PlannedPatient]
     site_id: str | None = None  # the generator's site (None for a training export)
     annotated_labels: list[str] = Field(default_factory=list)  # what the CSV's labels judge
+    #: The audit decision that cleared the generator (provenance, not content: a resumed
+    #: run is cleared again and its decision goes into the manifest).
+    audit: AuditDecision | None = None
 
     def differences(self, other: ArchivePlan) -> list[str]:
-        """Names of the fields where ``other`` differs."""
+        """Names of the fields where ``other`` differs (the audit decision aside)."""
         mine, theirs = self.model_dump(mode="json"), other.model_dump(mode="json")
-        return [name for name in mine if mine[name] != theirs[name]]
+        return [name for name in mine if name != "audit" and mine[name] != theirs[name]]
 
 
 class ImageRecord(BaseModel):
@@ -153,70 +153,6 @@ class PatientRecord(BaseModel):
     images: list[ImageRecord]
 
 
-class ClassSummary(BaseModel):
-    """Per target class: how optimisation and local sampling went (resumed runs included)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    target_class: str
-    patients: int = 0
-    images: int = 0
-    images_labelled_with_target: int = 0
-    starts: int = 0
-    converged: int = 0
-    gave_up_plateau: int = 0
-    gave_up_step_limit: int = 0
-    give_up_rate: float | None = None
-    mean_steps_to_converge: float | None = None
-    sampling_failures: int = 0
-    neighbours_drawn: int = 0
-    neighbours_rejected: int = 0
-    abandoned_patients: int = 0
-
-
-class FileDigest(BaseModel):
-    """sha256 and size of one archive file."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    sha256: str
-    size_bytes: int
-
-
-class ArchiveManifest(BaseModel):
-    """``manifest.json`` of a finished archive: what it holds, how it was made, checksums."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    schema_version: int = ARCHIVE_SCHEMA_VERSION
-    kind: Literal["synthetic_archive"] = "synthetic_archive"
-    created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
-    radshare_version: str = __version__
-    generator_id: str
-    labeller_id: str
-    resolution_px: int
-    labels: str
-    unlabelled: bool
-    seed: int
-    callable_classes: list[str] = Field(description="classes the labeller's calls may name")
-    target_weights: dict[str, float]
-    settings: dict[str, Any]
-    site_id: str | None = Field(None, description="site of the generator, for pooling masks")
-    annotated_labels: list[str] = Field(
-        default_factory=list,
-        description="labels the archive's Finding Labels judge (callable classes and "
-        "No Finding); pooling masks the others",
-    )
-    requested_images: int
-    num_images: int
-    num_patients: int
-    abandoned_patients: int
-    images_per_finding: dict[str, int]
-    per_class: list[ClassSummary]
-    files: dict[str, FileDigest]
-    loading: str = NIH_DATASET_NOTE
-
-
 @dataclass
 class JournalState:
     """What the journal says so far."""
@@ -232,12 +168,6 @@ class JournalState:
         return set(self.patients) | self.abandoned
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _png_bytes(image: np.ndarray) -> bytes:
     if image.dtype != np.uint8 or image.ndim != 2:
         raise ValueError(f"archive images are uint8 [R, R], got {image.dtype} {image.shape}")
@@ -246,9 +176,9 @@ def _png_bytes(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _digest(path: Path) -> FileDigest:
-    data = path.read_bytes()
-    return FileDigest(sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data))
+def _digest(path: Path) -> FileEntry:
+    sha256, size = sha256_file(path)
+    return FileEntry(sha256=sha256, size_bytes=size)
 
 
 class ArchiveWriter:
@@ -263,7 +193,7 @@ class ArchiveWriter:
     @property
     def complete(self) -> bool:
         """Whether the manifest has been written."""
-        return (self.out_dir / MANIFEST_FILE).is_file()
+        return (self.out_dir / SYNTHETIC_MANIFEST_FILE).is_file()
 
     def _open(self) -> None:
         plan_path = self.out_dir / PLAN_FILE
@@ -282,7 +212,7 @@ class ArchiveWriter:
         if self.out_dir.exists() and any(self.out_dir.iterdir()):
             raise ConfigError(f"{self.out_dir}: exists and is not an archive; use a new --out")
         self.images_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(plan_path, self.plan.model_dump_json(indent=1).encode())
+        atomic_write_bytes(plan_path, self.plan.model_dump_json(indent=1).encode())
 
     def replay(self) -> JournalState:
         """Read the journal (dropping a torn last line) into a :class:`JournalState`."""
@@ -338,8 +268,8 @@ class ArchiveWriter:
             raise ValueError(f"{len(images)} images for {len(record.images)} records")
         for image, entry in zip(images, record.images, strict=True):
             data = _png_bytes(image)
-            entry.sha256 = hashlib.sha256(data).hexdigest()
-            _atomic_write(self.images_dir / entry.image_index, data)
+            entry.sha256 = sha256_bytes(data)
+            atomic_write_bytes(self.images_dir / entry.image_index, data)
         self._append(record.model_dump(mode="json"))
         return record
 
@@ -368,33 +298,33 @@ class ArchiveWriter:
             per_class=per_class,
             files=files,
         )
-        _atomic_write(self.out_dir / MANIFEST_FILE, manifest.model_dump_json(indent=2).encode())
+        atomic_write_bytes(
+            self.out_dir / SYNTHETIC_MANIFEST_FILE, manifest.model_dump_json(indent=2).encode()
+        )
         return manifest
 
     def read_manifest(self) -> ArchiveManifest:
         """The manifest of a complete archive."""
-        return ArchiveManifest.model_validate_json((self.out_dir / MANIFEST_FILE).read_text())
+        return read_archive_manifest(self.out_dir)
 
     def _remove_strays(self, keep: set[str]) -> None:
         for path in self.images_dir.iterdir():
             if path.name not in keep:
                 path.unlink()
 
-    def _write_csv(
-        self, name: str, columns: Sequence[str], rows: Iterable[list[Any]]
-    ) -> FileDigest:
+    def _write_csv(self, name: str, columns: Sequence[str], rows: Iterable[list[Any]]) -> FileEntry:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(columns)
         writer.writerows(rows)
-        _atomic_write(self.out_dir / name, buffer.getvalue().encode())
+        atomic_write_bytes(self.out_dir / name, buffer.getvalue().encode())
         return _digest(self.out_dir / name)
 
-    def _write_checksums(self, patients: Sequence[PatientRecord]) -> FileDigest:
+    def _write_checksums(self, patients: Sequence[PatientRecord]) -> FileEntry:
         lines = [
             f"{im.sha256}  {IMAGES_DIR}/{im.image_index}\n" for p in patients for im in p.images
         ]
-        _atomic_write(self.out_dir / CHECKSUMS_FILE, "".join(lines).encode())
+        atomic_write_bytes(self.out_dir / CHECKSUMS_FILE, "".join(lines).encode())
         return _digest(self.out_dir / CHECKSUMS_FILE)
 
 

@@ -23,6 +23,8 @@ so fewer of them fall below it (a latent that just crossed ``T_c`` sits on the b
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +33,8 @@ from typing import Literal
 import numpy as np
 import torch
 from torch import nn
+
+log = logging.getLogger("radshare.hub.synthesis")
 
 __all__ = [
     "BatchedClassOptimiser",
@@ -216,17 +220,36 @@ class BatchedClassOptimiser:
         self.labeller = labeller.to(self.device).eval().requires_grad_(False)
         self.z_dim = z_dim
         self.settings = settings or ClassOptimisationSettings()
+        self.log_every_s = 10.0
 
     def run(self, pending: deque[Start]) -> Iterator[Converged | GaveUp]:
-        """Optimise every start in ``pending`` (read lazily: the caller may append retries)."""
+        """Optimise every start in ``pending`` (read lazily: the caller may append retries).
+
+        Logs what it is doing every ``log_every_s`` seconds (step, active starts, converged
+        and given up so far): before the first image is written this is the only sign of
+        progress a long CPU run gives.
+        """
         cfg = self.settings
         slots = _Slots(cfg.batch_size, self.z_dim, self.device)
+        tally: Counter[str] = Counter()
+        last_log = time.perf_counter()
         while True:
             self._fill(slots, pending)
             rows = slots.occupied()
             if not rows:
                 return
-            yield from self._step(slots, torch.tensor(rows, device=self.device))
+            tally["steps"] += 1
+            for outcome in self._step(slots, torch.tensor(rows, device=self.device)):
+                tally["converged" if isinstance(outcome, Converged) else "gave_up"] += 1
+                yield outcome
+            if time.perf_counter() - last_log >= self.log_every_s:
+                last_log = time.perf_counter()
+                log.info(
+                    "optimising latents: step %d, %d starts active (up to %d steps each), "
+                    "%d converged, %d given up so far, %d waiting",
+                    tally["steps"], len(rows), cfg.max_steps, tally["converged"],
+                    tally["gave_up"], len(pending),
+                )  # fmt: skip
 
     def _fill(self, slots: _Slots, pending: deque[Start]) -> None:
         for slot, current in enumerate(slots.starts):

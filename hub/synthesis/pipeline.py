@@ -19,11 +19,10 @@ from pathlib import Path
 
 import torch
 
+from hub.audit.gate import AuditGate
 from hub.synthesis.archive import (
-    ArchiveManifest,
     ArchivePlan,
     ArchiveWriter,
-    ClassSummary,
     ImageRecord,
     JournalState,
     PatientRecord,
@@ -57,9 +56,12 @@ from hub.synthesis.sources import (
     resolve_labeller,
 )
 from hub.synthesis.targets import allocate_targets, plan_series_sizes, target_weights
+from shared.artifacts.archive import ArchiveManifest, ClassSummary
+from shared.artifacts.audit_state import AuditDecision
+from shared.artifacts.keyring import SignerKeys
+from shared.artifacts.labeller import LabellerCard
 from shared.errors import ConfigError
 from shared.labels import NIH_LABELS, NO_FINDING
-from shared.networks.labeller import LabellerCard
 
 __all__ = [
     "SynthesisJob",
@@ -93,6 +95,9 @@ class SynthesisOptions:
     max_attempts_per_patient: int = 20
     min_labeller_val_auc: float = 0.5
     pull_dir: Path = Path("pulled")
+    override_audit: str | None = None  # --override-audit: recorded, and in the manifest
+    trusted: SignerKeys | None = None  # --keyring: verifies bundles (None: bundles refused)
+    trust_local_export: bool = False  # --trust-local-export: accept unsigned training exports
 
 
 @dataclass(frozen=True)
@@ -142,7 +147,10 @@ def _settings_for_plan(options: SynthesisOptions) -> dict:
 
 
 def _plan(
-    options: SynthesisOptions, generator: GeneratorSource, labeller: LabellerSource
+    options: SynthesisOptions,
+    generator: GeneratorSource,
+    labeller: LabellerSource,
+    audit: AuditDecision | None = None,
 ) -> ArchivePlan:
     sizes = plan_series_sizes(options.num_images, options.seed)
     thresholds = usable_thresholds(labeller.card, options.min_labeller_val_auc)
@@ -176,13 +184,23 @@ def _plan(
         target_weights=weights,
         settings=_settings_for_plan(options),
         patients=patients,
+        audit=audit,
     )
 
 
-def prepare_synthesis(options: SynthesisOptions, puller: Puller | None = None) -> SynthesisJob:
+def prepare_synthesis(
+    options: SynthesisOptions, puller: Puller | None = None, gate: AuditGate | None = None
+) -> SynthesisJob:
     """Load and check everything; raises before any archive file is written.
 
+    ``gate`` applies the hub's audit policy to the generator (``hub.audit.gate``;
+    ``radshare-hub synthesize`` always passes one): a refused generator raises before
+    the labeller is loaded, and the decision (an override with who and why) goes
+    into the archive's plan and manifest. Without a gate nothing is checked: only for
+    tests of the synthesis mechanics.
+
     Raises:
+        AuditPolicyError, RegistryError: the audit policy refuses the generator.
         ConfigError: bad size, resolution mismatch, missing sources, foreign output folder.
         LabelError: labeller classes ≠ generator label space; a label file with unknown labels.
         ArtifactError: a source that fails verification.
@@ -192,12 +210,21 @@ def prepare_synthesis(options: SynthesisOptions, puller: Puller | None = None) -
     if options.max_attempts_per_patient < 1:
         raise ConfigError("max_attempts_per_patient must be >= 1")
     # Load the networks, from folders or the registry.
-    generator = resolve_generator(options.generator, puller=puller, pull_dir=options.pull_dir)
-    labeller = resolve_labeller(options.labeller, puller=puller, pull_dir=options.pull_dir)
+    keys, local = options.trusted, options.trust_local_export
+    generator = resolve_generator(
+        options.generator, puller=puller, pull_dir=options.pull_dir, trusted=keys,
+        trust_local_export=local,
+    )  # fmt: skip
+    # Clear the generator with the hub's audit policy (by its registry id).
+    audit = None if gate is None else gate.clear(generator.artifact_id, options.override_audit)
+    labeller = resolve_labeller(
+        options.labeller, puller=puller, pull_dir=options.pull_dir, trusted=keys,
+        trust_local_export=local,
+    )  # fmt: skip
     # Check that the labeller can judge this generator's images.
     check_compatible(generator, labeller)
     # Choose the class mix and plan every patient.
-    plan = _plan(options, generator, labeller)
+    plan = _plan(options, generator, labeller, audit)
     return SynthesisJob(options, generator, labeller, plan, default_device(options.device))
 
 

@@ -2,10 +2,11 @@
 
 ``--generator`` / ``--labeller`` take either
 
-* a local folder: a bundle (``manifest.json`` + weights, verified with ``signer.pub``
-  beside it or the given key), or a training export (``generator.json`` +
-  ``g_ema.safetensors``, ``labeller.json`` + ``labeller.safetensors``; the run folder
-  holding ``export/`` works too); or
+* a local folder: a bundle (``manifest.json`` + weights, verified against the
+  consortium's key of its site, ``trusted``: never its own ``signer.pub``), or a
+  training export (``generator.json`` + ``g_ema.safetensors``, ``labeller.json`` +
+  ``labeller.safetensors``; the run folder holding ``export/`` works too), which is
+  unsigned and accepted only with ``trust_local_export`` (``--trust-local-export``); or
 * a registry id (or a unique prefix), pulled from the hub through ``puller`` into
   ``pull_dir/<kind>-<id12>`` (reused, and verified again, when already there).
 
@@ -23,19 +24,22 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from shared.artifacts.bundle import load_generator, read_bundle, sha256_file
-from shared.artifacts.manifest import MANIFEST_FILE, GeneratorManifest
-from shared.errors import ArtifactError, ConfigError, LabelError
-from shared.labels import NIH_LABELS
-from shared.networks.generator import Generator, GeneratorConfig
-from shared.networks.labeller import (
+from shared.artifacts.bundle import read_bundle
+from shared.artifacts.generator import GeneratorManifest, load_generator
+from shared.artifacts.keyring import TrustedKey
+from shared.artifacts.labeller import (
     CARD_FILE,
     WEIGHTS_FILE,
-    Labeller,
     LabellerCard,
     load_labeller_bundle,
     load_labeller_export,
 )
+from shared.artifacts.manifest import MANIFEST_FILE
+from shared.errors import ArtifactError, ConfigError, LabelError
+from shared.fileio import sha256_file
+from shared.labels import NIH_LABELS
+from shared.networks.generator import Generator, GeneratorConfig
+from shared.networks.labeller import Labeller
 
 __all__ = [
     "GeneratorSource",
@@ -125,17 +129,41 @@ def _generator_from_export(folder: Path) -> GeneratorSource:
     )
 
 
+def _keys_for(path: Path, trusted: TrustedKey | None) -> TrustedKey:
+    """The keys to verify the bundle at ``path`` with; ConfigError when none were given."""
+    if trusted is None:
+        raise ConfigError(
+            f"{path}: a signed bundle, and no keyring to verify it against; pass --keyring FILE "
+            "(`radshare-hub keyring export`) or run at the hub (--hub-root)"
+        )
+    return trusted
+
+
+def _trusted_export(folder: Path, trust_local_export: bool) -> None:
+    if not trust_local_export:
+        raise ArtifactError(
+            f"{folder}: an unsigned training export; pass --trust-local-export to use it, "
+            "or give the signed bundle (folder or registry id)"
+        )
+
+
 def resolve_generator(
-    ref: str, *, puller: Puller | None = None, pull_dir: Path = Path("pulled")
+    ref: str,
+    *,
+    puller: Puller | None = None,
+    pull_dir: Path = Path("pulled"),
+    trusted: TrustedKey | None = None,
+    trust_local_export: bool = False,
 ) -> GeneratorSource:
     """Load the generator named by ``ref`` (folder or registry id); see the module docstring."""
     path = _local_or_pulled(ref, "generator", puller, pull_dir)
     if (path / MANIFEST_FILE).is_file():
-        signed = read_bundle(path)
+        keys = _keys_for(path, trusted)
+        signed = read_bundle(path, keys)
         if not isinstance(signed.model, GeneratorManifest):
             raise ArtifactError(f"{path}: kind {signed.model.kind.value!r} is not a generator")
         return GeneratorSource(
-            G=load_generator(path),
+            G=load_generator(path, keys),
             artifact_id=signed.artifact_id,
             where=str(path),
             label_space=tuple(signed.model.label_space),
@@ -148,16 +176,22 @@ def resolve_generator(
             f"--generator: {path} holds neither {MANIFEST_FILE} (a bundle) nor "
             f"{GENERATOR_EXPORT_JSON} (a training export)"
         )
+    _trusted_export(folder, trust_local_export)
     return _generator_from_export(folder)
 
 
 def resolve_labeller(
-    ref: str, *, puller: Puller | None = None, pull_dir: Path = Path("pulled")
+    ref: str,
+    *,
+    puller: Puller | None = None,
+    pull_dir: Path = Path("pulled"),
+    trusted: TrustedKey | None = None,
+    trust_local_export: bool = False,
 ) -> LabellerSource:
     """Load the labeller named by ``ref`` (folder or registry id); see the module docstring."""
     path = _local_or_pulled(ref, "labeller", puller, pull_dir)
     if (path / MANIFEST_FILE).is_file():
-        labeller, card, artifact_id = load_labeller_bundle(path)
+        labeller, card, artifact_id = load_labeller_bundle(path, _keys_for(path, trusted))
         return LabellerSource(labeller, card, artifact_id, str(path))
     folder = _export_folder(path, CARD_FILE)
     if folder is None:
@@ -165,7 +199,8 @@ def resolve_labeller(
             f"--labeller: {path} holds neither {MANIFEST_FILE} (a bundle) nor "
             f"{CARD_FILE} (a training export)"
         )
-    labeller, card = load_labeller_export(folder)
+    _trusted_export(folder, trust_local_export)
+    labeller, card = load_labeller_export(folder, trust_local_export=True)
     artifact_id = "sha256:" + sha256_file(folder / WEIGHTS_FILE)[0]
     return LabellerSource(labeller, card, artifact_id, str(folder / CARD_FILE))
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shared.errors import ConfigError
+from shared.fileio import atomic_open
 
 __all__ = [
     "EXTRACTORS",
@@ -233,10 +233,6 @@ def extract_features(
     )
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".npy.tmp")
-        with open(tmp, "wb") as handle:
-            np.save(
-                handle, features, allow_pickle=False
-            )  # plain arrays only: never unpickle a cache
-        os.replace(tmp, path)
+        with atomic_open(path) as handle:
+            np.save(handle, features, allow_pickle=False)  # plain arrays only: never unpickle
     return features

@@ -13,10 +13,17 @@ class ArtifactKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ARTIFACT_KIND_GENERATOR: _ClassVar[ArtifactKind]
     ARTIFACT_KIND_LABELLER: _ClassVar[ArtifactKind]
     ARTIFACT_KIND_CLASSIFIER: _ClassVar[ArtifactKind]
+
+class PullPurpose(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PULL_PURPOSE_UNSPECIFIED: _ClassVar[PullPurpose]
+    PULL_PURPOSE_SYNTHESIS: _ClassVar[PullPurpose]
 ARTIFACT_KIND_UNSPECIFIED: ArtifactKind
 ARTIFACT_KIND_GENERATOR: ArtifactKind
 ARTIFACT_KIND_LABELLER: ArtifactKind
 ARTIFACT_KIND_CLASSIFIER: ArtifactKind
+PULL_PURPOSE_UNSPECIFIED: PullPurpose
+PULL_PURPOSE_SYNTHESIS: PullPurpose
 
 class PublishHeader(_message.Message):
     __slots__ = ("kind", "manifest_json")
@@ -55,7 +62,7 @@ class FileInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
 
 class ArtifactSummary(_message.Message):
-    __slots__ = ("artifact_id", "kind", "site_id", "created", "published_at", "size_bytes", "files", "radshare_version")
+    __slots__ = ("artifact_id", "kind", "site_id", "created", "published_at", "size_bytes", "files", "radshare_version", "integrity")
     ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     SITE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -64,6 +71,7 @@ class ArtifactSummary(_message.Message):
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     FILES_FIELD_NUMBER: _ClassVar[int]
     RADSHARE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    INTEGRITY_FIELD_NUMBER: _ClassVar[int]
     artifact_id: str
     kind: ArtifactKind
     site_id: str
@@ -72,7 +80,8 @@ class ArtifactSummary(_message.Message):
     size_bytes: int
     files: _containers.RepeatedCompositeFieldContainer[FileInfo]
     radshare_version: str
-    def __init__(self, artifact_id: _Optional[str] = ..., kind: _Optional[_Union[ArtifactKind, str]] = ..., site_id: _Optional[str] = ..., created: _Optional[str] = ..., published_at: _Optional[str] = ..., size_bytes: _Optional[int] = ..., files: _Optional[_Iterable[_Union[FileInfo, _Mapping]]] = ..., radshare_version: _Optional[str] = ...) -> None: ...
+    integrity: str
+    def __init__(self, artifact_id: _Optional[str] = ..., kind: _Optional[_Union[ArtifactKind, str]] = ..., site_id: _Optional[str] = ..., created: _Optional[str] = ..., published_at: _Optional[str] = ..., size_bytes: _Optional[int] = ..., files: _Optional[_Iterable[_Union[FileInfo, _Mapping]]] = ..., radshare_version: _Optional[str] = ..., integrity: _Optional[str] = ...) -> None: ...
 
 class PublishResponse(_message.Message):
     __slots__ = ("artifact", "created")
@@ -121,12 +130,16 @@ class ListResponse(_message.Message):
     def __init__(self, artifacts: _Optional[_Iterable[_Union[ArtifactSummary, _Mapping]]] = ...) -> None: ...
 
 class GetRequest(_message.Message):
-    __slots__ = ("artifact_id", "kind")
+    __slots__ = ("artifact_id", "kind", "purpose", "override_reason")
     ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDE_REASON_FIELD_NUMBER: _ClassVar[int]
     artifact_id: str
     kind: ArtifactKind
-    def __init__(self, artifact_id: _Optional[str] = ..., kind: _Optional[_Union[ArtifactKind, str]] = ...) -> None: ...
+    purpose: PullPurpose
+    override_reason: str
+    def __init__(self, artifact_id: _Optional[str] = ..., kind: _Optional[_Union[ArtifactKind, str]] = ..., purpose: _Optional[_Union[PullPurpose, str]] = ..., override_reason: _Optional[str] = ...) -> None: ...
 
 class GetManifestResponse(_message.Message):
     __slots__ = ("artifact", "manifest_json", "signer_public_key_pem")
@@ -205,3 +218,45 @@ class AuditReportsResponse(_message.Message):
     REPORT_JSON_FIELD_NUMBER: _ClassVar[int]
     report_json: _containers.RepeatedScalarFieldContainer[bytes]
     def __init__(self, report_json: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class AuthorizeSynthesisRequest(_message.Message):
+    __slots__ = ("generator_id", "override_reason")
+    GENERATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDE_REASON_FIELD_NUMBER: _ClassVar[int]
+    generator_id: str
+    override_reason: str
+    def __init__(self, generator_id: _Optional[str] = ..., override_reason: _Optional[str] = ...) -> None: ...
+
+class AuditDecisionResponse(_message.Message):
+    __slots__ = ("decision_json",)
+    DECISION_JSON_FIELD_NUMBER: _ClassVar[int]
+    decision_json: bytes
+    def __init__(self, decision_json: _Optional[bytes] = ...) -> None: ...
+
+class AuditStatesRequest(_message.Message):
+    __slots__ = ("site_id",)
+    SITE_ID_FIELD_NUMBER: _ClassVar[int]
+    site_id: str
+    def __init__(self, site_id: _Optional[str] = ...) -> None: ...
+
+class AuditStatesResponse(_message.Message):
+    __slots__ = ("decisions_json",)
+    DECISIONS_JSON_FIELD_NUMBER: _ClassVar[int]
+    decisions_json: bytes
+    def __init__(self, decisions_json: _Optional[bytes] = ...) -> None: ...
+
+class WithdrawRequest(_message.Message):
+    __slots__ = ("artifact_id", "reason")
+    ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    artifact_id: str
+    reason: str
+    def __init__(self, artifact_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class WithdrawResponse(_message.Message):
+    __slots__ = ("withdrawal_json", "created")
+    WITHDRAWAL_JSON_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    withdrawal_json: bytes
+    created: bool
+    def __init__(self, withdrawal_json: _Optional[bytes] = ..., created: _Optional[bool] = ...) -> None: ...

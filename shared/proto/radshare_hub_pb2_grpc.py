@@ -89,6 +89,21 @@ class RadshareHubStub:
                 request_serializer=shared_dot_proto_dot_radshare__hub__pb2.AuditReportsRequest.SerializeToString,
                 response_deserializer=shared_dot_proto_dot_radshare__hub__pb2.AuditReportsResponse.FromString,
                 _registered_method=True)
+        self.AuthorizeSynthesis = channel.unary_unary(
+                '/radshare.hub.v1.RadshareHub/AuthorizeSynthesis',
+                request_serializer=shared_dot_proto_dot_radshare__hub__pb2.AuthorizeSynthesisRequest.SerializeToString,
+                response_deserializer=shared_dot_proto_dot_radshare__hub__pb2.AuditDecisionResponse.FromString,
+                _registered_method=True)
+        self.ListAuditStates = channel.unary_unary(
+                '/radshare.hub.v1.RadshareHub/ListAuditStates',
+                request_serializer=shared_dot_proto_dot_radshare__hub__pb2.AuditStatesRequest.SerializeToString,
+                response_deserializer=shared_dot_proto_dot_radshare__hub__pb2.AuditStatesResponse.FromString,
+                _registered_method=True)
+        self.WithdrawArtifact = channel.unary_unary(
+                '/radshare.hub.v1.RadshareHub/WithdrawArtifact',
+                request_serializer=shared_dot_proto_dot_radshare__hub__pb2.WithdrawRequest.SerializeToString,
+                response_deserializer=shared_dot_proto_dot_radshare__hub__pb2.WithdrawResponse.FromString,
+                _registered_method=True)
 
 
 class RadshareHubServicer:
@@ -165,6 +180,25 @@ class RadshareHubServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AuthorizeSynthesis(self, request, context):
+        """The audit policy (hub.registry.audit_policy) and withdrawal.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditStates(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WithdrawArtifact(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RadshareHubServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -222,6 +256,21 @@ def add_RadshareHubServicer_to_server(servicer, server):
                     servicer.ListAuditReports,
                     request_deserializer=shared_dot_proto_dot_radshare__hub__pb2.AuditReportsRequest.FromString,
                     response_serializer=shared_dot_proto_dot_radshare__hub__pb2.AuditReportsResponse.SerializeToString,
+            ),
+            'AuthorizeSynthesis': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuthorizeSynthesis,
+                    request_deserializer=shared_dot_proto_dot_radshare__hub__pb2.AuthorizeSynthesisRequest.FromString,
+                    response_serializer=shared_dot_proto_dot_radshare__hub__pb2.AuditDecisionResponse.SerializeToString,
+            ),
+            'ListAuditStates': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditStates,
+                    request_deserializer=shared_dot_proto_dot_radshare__hub__pb2.AuditStatesRequest.FromString,
+                    response_serializer=shared_dot_proto_dot_radshare__hub__pb2.AuditStatesResponse.SerializeToString,
+            ),
+            'WithdrawArtifact': grpc.unary_unary_rpc_method_handler(
+                    servicer.WithdrawArtifact,
+                    request_deserializer=shared_dot_proto_dot_radshare__hub__pb2.WithdrawRequest.FromString,
+                    response_serializer=shared_dot_proto_dot_radshare__hub__pb2.WithdrawResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -521,6 +570,87 @@ class RadshareHub:
             '/radshare.hub.v1.RadshareHub/ListAuditReports',
             shared_dot_proto_dot_radshare__hub__pb2.AuditReportsRequest.SerializeToString,
             shared_dot_proto_dot_radshare__hub__pb2.AuditReportsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuthorizeSynthesis(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/radshare.hub.v1.RadshareHub/AuthorizeSynthesis',
+            shared_dot_proto_dot_radshare__hub__pb2.AuthorizeSynthesisRequest.SerializeToString,
+            shared_dot_proto_dot_radshare__hub__pb2.AuditDecisionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditStates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/radshare.hub.v1.RadshareHub/ListAuditStates',
+            shared_dot_proto_dot_radshare__hub__pb2.AuditStatesRequest.SerializeToString,
+            shared_dot_proto_dot_radshare__hub__pb2.AuditStatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WithdrawArtifact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/radshare.hub.v1.RadshareHub/WithdrawArtifact',
+            shared_dot_proto_dot_radshare__hub__pb2.WithdrawRequest.SerializeToString,
+            shared_dot_proto_dot_radshare__hub__pb2.WithdrawResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 
 from shared.artifacts.audit import AuditReport, parse_audit_report
+from shared.artifacts.audit_state import AuditDecision, WithdrawalRecord, parse_decisions
 from shared.artifacts.records import (
     ArchiveChunk,
     ArchiveHeader,
@@ -25,14 +26,22 @@ from shared.errors import ArtifactError
 from shared.proto import radshare_hub_pb2 as pb
 
 __all__ = [
+    "RETRY_AFTER_KEY",
     "archive_item_from_proto",
     "archive_item_to_proto",
+    "audit_decision_from_proto",
+    "audit_decision_to_proto",
+    "audit_report_bytes_to_proto",
     "audit_reports_from_proto",
     "audit_reports_request_from_proto",
     "audit_reports_request_to_proto",
     "audit_reports_to_proto",
+    "audit_states_from_proto",
+    "audit_states_to_proto",
     "file_chunk_from_proto",
     "file_chunk_to_proto",
+    "get_request_from_proto",
+    "get_request_to_proto",
     "kind_from_proto",
     "kind_to_proto",
     "manifest_reply_from_proto",
@@ -44,10 +53,14 @@ __all__ = [
     "pull_archive_request_from_proto",
     "pull_archive_request_to_proto",
     "put_audit_report_to_proto",
+    "retry_after_from_metadata",
+    "retry_after_to_metadata",
     "summary_from_proto",
     "summary_to_proto",
     "upload_status_from_proto",
     "upload_status_to_proto",
+    "withdraw_response_from_proto",
+    "withdraw_response_to_proto",
 ]
 
 _KIND_TO_PROTO = {
@@ -86,6 +99,7 @@ def summary_to_proto(summary: ArtifactSummary) -> pb.ArtifactSummary:
             for f in summary.files
         ],
         radshare_version=summary.radshare_version,
+        integrity=summary.integrity,
     )
 
 
@@ -102,6 +116,7 @@ def summary_from_proto(message: pb.ArtifactSummary) -> ArtifactSummary:
         size_bytes=message.size_bytes,
         files=tuple(FileInfo(f.name, f.sha256, f.size_bytes) for f in message.files),
         radshare_version=message.radshare_version,
+        integrity=message.integrity,
     )
 
 
@@ -214,9 +229,73 @@ def archive_item_from_proto(message: pb.PullArchiveResponse) -> ArchiveHeader | 
     raise ArtifactError("PullArchive stream: a message has neither 'header' nor 'chunk'")
 
 
-def put_audit_report_to_proto(report: AuditReport) -> pb.PutAuditReportRequest:
-    """The report as JSON bytes; the hub validates them (``handlers.put_audit_report``)."""
-    return pb.PutAuditReportRequest(report_json=report.model_dump_json().encode())
+def put_audit_report_to_proto(report: AuditReport | bytes) -> pb.PutAuditReportRequest:
+    """The report as JSON bytes (signed bytes go as they are); the hub validates them."""
+    data = report if isinstance(report, bytes) else report.model_dump_json().encode()
+    return pb.PutAuditReportRequest(report_json=data)
+
+
+def audit_report_bytes_to_proto(reports: Sequence[bytes]) -> pb.AuditReportsResponse:
+    """Stored reports as the exact bytes kept (what each site signed)."""
+    return pb.AuditReportsResponse(report_json=list(reports))
+
+
+def get_request_to_proto(
+    artifact_id: str,
+    kind: ArtifactKind | None = None,
+    *,
+    for_synthesis: bool = False,
+    override_reason: str | None = None,
+) -> pb.GetRequest:
+    purpose = pb.PULL_PURPOSE_SYNTHESIS if for_synthesis else pb.PULL_PURPOSE_UNSPECIFIED
+    return pb.GetRequest(
+        artifact_id=artifact_id,
+        kind=kind_to_proto(kind),
+        purpose=purpose,
+        override_reason=override_reason or "",
+    )
+
+
+def get_request_from_proto(message: pb.GetRequest) -> tuple[str, bool, str | None]:
+    """``(artifact_id, for_synthesis, override_reason)``; an unknown purpose is an error."""
+    if message.purpose not in (pb.PULL_PURPOSE_UNSPECIFIED, pb.PULL_PURPOSE_SYNTHESIS):
+        raise ArtifactError(f"field 'purpose': unknown pull purpose number {message.purpose}")
+    for_synthesis = message.purpose == pb.PULL_PURPOSE_SYNTHESIS
+    return message.artifact_id, for_synthesis, message.override_reason or None
+
+
+def audit_decision_to_proto(decision: AuditDecision) -> pb.AuditDecisionResponse:
+    return pb.AuditDecisionResponse(decision_json=decision.model_dump_json().encode())
+
+
+def audit_decision_from_proto(message: pb.AuditDecisionResponse) -> AuditDecision:
+    [decision] = parse_decisions(
+        b"[" + message.decision_json + b"]", where="AuthorizeSynthesis decision_json"
+    )
+    return decision
+
+
+def audit_states_to_proto(decisions: Sequence[AuditDecision]) -> pb.AuditStatesResponse:
+    data = "[" + ",".join(d.model_dump_json() for d in decisions) + "]"
+    return pb.AuditStatesResponse(decisions_json=data.encode())
+
+
+def audit_states_from_proto(message: pb.AuditStatesResponse) -> list[AuditDecision]:
+    return parse_decisions(message.decisions_json, where="ListAuditStates decisions_json")
+
+
+def withdraw_response_to_proto(record: WithdrawalRecord, created: bool) -> pb.WithdrawResponse:
+    return pb.WithdrawResponse(withdrawal_json=record.model_dump_json().encode(), created=created)
+
+
+def withdraw_response_from_proto(message: pb.WithdrawResponse) -> tuple[WithdrawalRecord, bool]:
+    from pydantic import ValidationError
+
+    try:
+        record = WithdrawalRecord.model_validate_json(message.withdrawal_json)
+    except ValidationError as error:
+        raise ArtifactError(f"WithdrawArtifact withdrawal_json: {error.errors()[0]}") from None
+    return record, message.created
 
 
 def audit_reports_request_to_proto(
@@ -240,3 +319,23 @@ def audit_reports_from_proto(message: pb.AuditReportsResponse) -> list[AuditRepo
         parse_audit_report(data, where=f"ListAuditReports report_json[{i}]")
         for i, data in enumerate(message.report_json)
     ]
+
+
+#: Trailing-metadata key of a refusal that frees itself (BusyError): milliseconds to wait.
+RETRY_AFTER_KEY = "radshare-retry-after-ms"
+
+
+def retry_after_to_metadata(retry_after_s: float) -> tuple[tuple[str, str], ...]:
+    """Trailing metadata telling the client to retry after ``retry_after_s`` seconds."""
+    return ((RETRY_AFTER_KEY, str(max(0, round(retry_after_s * 1000)))),)
+
+
+def retry_after_from_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> float | None:
+    """Seconds to wait before retrying, or None: the refusal is not one that frees itself."""
+    for key, value in metadata or ():
+        if key == RETRY_AFTER_KEY:
+            try:
+                return max(0.0, int(value) / 1000.0)
+            except ValueError:
+                return None
+    return None

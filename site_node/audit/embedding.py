@@ -23,9 +23,13 @@ def site_embedder(
     """
     if labeller_dir is None or not (Path(labeller_dir) / "labeller.json").is_file():
         return None, None
-    from shared.networks.labeller import load_labeller_export
+    from shared.artifacts.labeller import load_labeller_export
 
-    labeller, card = load_labeller_export(labeller_dir, map_location=device)
+    labeller, card = load_labeller_export(
+        labeller_dir,
+        map_location=device,
+        trust_local_export=True,  # this site's own export
+    )
     if card.labeller_config.resolution_px != resolution_px:
         log.info(
             "labeller reads %d px, generator makes %d px: fixed embedding instead",

@@ -14,15 +14,14 @@ and ``panel/`` (pixels; stays here). :func:`publication_audit` reads the latest 
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 from shared.artifacts.audit import AuditSummary, to_local_audit_summary
-from shared.artifacts.manifest import LocalAuditSummary
+from shared.artifacts.generator import LocalAuditSummary
 from shared.errors import AuditError
+from shared.fileio import atomic_write_text, sha256_file
 
 __all__ = [
     "AUDITED_WEIGHTS_FILE",
@@ -33,7 +32,6 @@ __all__ = [
     "latest_audit",
     "new_audit_dir",
     "publication_audit",
-    "sha256_of",
     "write_audit_folder",
 ]
 
@@ -43,34 +41,19 @@ LOCAL_SUMMARY_FILE = "local_summary.json"
 AUDITED_WEIGHTS_FILE = "audited_weights.json"
 
 
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def new_audit_dir(run_dir: Path) -> Path:
     """A new, not yet existing ``<run>/audits/<UTC stamp>`` folder path."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     return Path(run_dir) / AUDITS_DIR / stamp
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_audit_folder(out: Path, summary: AuditSummary, weights_sha256: str | None) -> None:
     """Write the summary, its manifest entry and the audited weights' hash (summary last)."""
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / AUDITED_WEIGHTS_FILE, json.dumps({"sha256": weights_sha256}))
+    atomic_write_text(out / AUDITED_WEIGHTS_FILE, json.dumps({"sha256": weights_sha256}))
     local = to_local_audit_summary(summary)
-    _write_atomic(out / LOCAL_SUMMARY_FILE, local.model_dump_json(indent=2))
-    _write_atomic(out / SUMMARY_FILE, summary.model_dump_json(indent=2))
+    atomic_write_text(out / LOCAL_SUMMARY_FILE, local.model_dump_json(indent=2))
+    atomic_write_text(out / SUMMARY_FILE, summary.model_dump_json(indent=2))
 
 
 def latest_audit(run_dir: Path) -> Path | None:
@@ -122,7 +105,7 @@ def publication_audit(
     summary = AuditSummary.model_validate_json((folder / SUMMARY_FILE).read_text())
     local = to_local_audit_summary(summary)
     audited = json.loads((folder / AUDITED_WEIGHTS_FILE).read_text()).get("sha256")
-    problem, same_weights = None, audited == sha256_of(weights)
+    problem, same_weights = None, audited == sha256_file(weights)[0]
     if not same_weights:
         problem = f"{folder} audited other weights than {weights}"
     elif not summary.passed:

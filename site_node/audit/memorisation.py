@@ -5,9 +5,13 @@ site's cached real images (Han et al.'s SSIM nearest-neighbour inspection,
 made quantitative):
 
 1. **Best SSIM against train.** Each sample's exact nearest training image
-   (exhaustive search, ``shared.metrics.nn_search``); the distribution of the
-   best SSIM (histogram, quantiles) and the number of samples at or above the
-   near-copy threshold.
+   (exhaustive search, ``shared.metrics.nn_search``: on a CPU the fused numba
+   kernel with exact bound pruning, which skips only pairs that provably cannot
+   be a nearest neighbour); the distribution of the best SSIM (histogram,
+   quantiles) and the number of samples at or above the near-copy threshold.
+   The summary records the pairs compared and skipped and the searches' wall
+   time; a progress bar with an ETA (log lines when not on a terminal) shows
+   the searches as they run.
 2. **Train versus holdout** (the distance-to-closest-record idea): is each
    sample's nearest neighbour in train or in the holdout (the test split, whose
    patients the generator never saw)? Against whole random training patients
@@ -42,10 +46,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from shared.artifacts.audit import AuditSettings, AuditSummary, NearestSplitTest
+from shared.artifacts.audit import AuditSettings, AuditSummary, NearestSplitTest, SSIMSearchCounts
 from shared.errors import AuditError
-from shared.metrics.nn_search import Neighbours, SearchOptions, exhaustive_topk
+from shared.metrics.nn_search import Neighbours, SearchCounters, SearchOptions, exhaustive_topk
 from shared.metrics.ssim import SSIMSettings
+from site_node.audit.progress import SearchProgress
 from site_node.audit.statistics import (
     SplitNeighbours,
     best_ssim_histogram,
@@ -294,6 +299,7 @@ def run_memorisation_audit(
     embed_name: str | None = None,
     panel_dir: Path | None = None,
     options: SearchOptions | None = None,
+    progress_bar: bool | None = None,
 ) -> AuditOutcome:
     """Audit one generator against one site's cache.
 
@@ -304,7 +310,10 @@ def run_memorisation_audit(
         embed: feature space for the second test (default :func:`fixed_embedding`).
         embed_name: its name in the summary (``labeller``, ``block-means-16``, ...).
         panel_dir: site-local folder for the closest-pairs panel (None: no panel).
-        options: device, precision and chunking of the SSIM search.
+        options: device, backend, pruning and chunking of the SSIM search (results do
+            not depend on them).
+        progress_bar: a progress bar with ETA (True), log lines (False), or a bar only
+            on a terminal (None).
 
     Raises:
         AuditError: the sampler's output or the cache's splits cannot be audited.
@@ -323,18 +332,30 @@ def run_memorisation_audit(
         len(samples), res_px, sets.train.size, sets.holdout.size,
     )  # fmt: skip
     ssim_settings = SSIMSettings(window=settings.ssim_window)
+    counters = SearchCounters()
+    num_panel = min(settings.panel_neighbours, sets.train.size)
+    total_pairs = len(samples) * (sets.train.size + sets.train_subset.size + sets.holdout.size)
+    total_pairs += sets.reference.size * sets.train.size
+    with SearchProgress(total_pairs, bar=progress_bar, description="audit SSIM search") as bar:
 
-    def search(queries: np.ndarray, rows: np.ndarray, k: int = 1) -> Neighbours:
-        return exhaustive_topk(queries, reals, k, ssim_settings, rows=rows, options=options)
+        def search(queries: np.ndarray, rows: np.ndarray, k: int = 1) -> Neighbours:
+            return exhaustive_topk(
+                queries, reals, k, ssim_settings, rows=rows, options=options,
+                counters=counters, progress=bar,
+            )  # fmt: skip
 
-    # Each sample's nearest training images, over the whole training split.
-    train_neighbours = search(samples, sets.train, min(settings.panel_neighbours, sets.train.size))
+        # Each sample's nearest training images, over the whole training split.
+        train_neighbours = search(samples, sets.train, num_panel)
+        reference_best = (
+            _best(search(reals[sets.reference], sets.train)) if sets.reference.size else None
+        )
+        # Train subset versus holdout, whole patients, in SSIM and in a feature space.
+        near_train, near_holdout = search(samples, sets.train_subset), search(samples, sets.holdout)
     best_ssim = _best(train_neighbours)
-    reference_best = (
-        _best(search(reals[sets.reference], sets.train)) if sets.reference.size else None
-    )
-    # Train subset versus holdout, whole patients, in SSIM and in a feature space.
-    near_train, near_holdout = search(samples, sets.train_subset), search(samples, sets.holdout)
+    log.info(
+        "audit SSIM searches (%s): %d pairs compared, %d skipped by the bound, %.1f s",
+        counters.backend, counters.num_pairs, counters.num_pairs_skipped, counters.seconds,
+    )  # fmt: skip
     holdout_patients = sets.patients[near_holdout.index[:, 0].numpy()]
     equal, pooled = (
         SplitNeighbours(
@@ -373,6 +394,12 @@ def run_memorisation_audit(
         ssim_test=ssim_test,
         feature_test=feature_test,
         seconds=time.perf_counter() - started,
+        ssim_search=SSIMSearchCounts(
+            backend=counters.backend or "none",
+            pairs_compared=counters.num_pairs,
+            pairs_skipped=counters.num_pairs_skipped,
+            seconds=counters.seconds,
+        ),
         verdict=decide(near_copy_count, ssim_test, feature_test, settings),
     )
     panel_path = None

@@ -9,11 +9,11 @@ never enters an audit summary or a Flower reply.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
+from shared.fileio import atomic_open
 from shared.metrics.nn_search import Neighbours
 
 __all__ = ["PANEL_FILE", "write_nearest_pairs_panel"]
@@ -60,8 +60,7 @@ def write_nearest_pairs_panel(
     figure.tight_layout()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / PANEL_FILE
-    tmp = folder / (PANEL_FILE + ".tmp")
-    figure.savefig(tmp, dpi=100, format="png")
+    with atomic_open(path) as handle:
+        figure.savefig(handle, dpi=100, format="png")
     plt.close(figure)
-    os.replace(tmp, path)
     return path

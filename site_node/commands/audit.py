@@ -9,9 +9,16 @@ import typer
 __all__ = ["audit_command"]
 
 
-def _load_sampler(run: Path | None, generator: Path | None, signer_key: Path | None, device: str):  # type: ignore[no-untyped-def]
+def _load_sampler(  # type: ignore[no-untyped-def]
+    run: Path | None,
+    generator: Path | None,
+    trusted: Path | None,
+    keyring: Path | None,
+    device: str,
+):
     """G_ema of a run's export/ or of a (verified) bundle, its weights file, and a sampler."""
-    from shared.artifacts.bundle import GENERATOR_FILE, load_generator
+    from shared.artifacts.generator import GENERATOR_FILE, load_generator
+    from shared.artifacts.keyring import ConsortiumKeyring
     from shared.errors import ConfigError
     from site_node.pggan.export import WEIGHTS_NAME, load_exported_generator
     from site_node.pggan.sampling import generate_uint8
@@ -22,10 +29,13 @@ def _load_sampler(run: Path | None, generator: Path | None, signer_key: Path | N
         G, weights = load_exported_generator(run), run / "export" / WEIGHTS_NAME
     else:
         assert generator is not None
-        G, weights = (
-            load_generator(generator, signer_key, device=device),
-            generator / GENERATOR_FILE,
-        )
+        if trusted is None and keyring is None:
+            raise ConfigError(
+                f"--generator {generator}: give --keyring (the consortium keyring file) or "
+                "--signer-key to verify it; a bundle's own signer.pub is never trusted"
+            )
+        keys = trusted if trusted is not None else ConsortiumKeyring.load(keyring)  # type: ignore[arg-type]
+        G, weights = load_generator(generator, keys, device=device), generator / GENERATOR_FILE
 
     def sample(num_images: int, seed: int):  # type: ignore[no-untyped-def]
         return generate_uint8(G, num_images, seed=seed, device=device)
@@ -40,7 +50,10 @@ def audit_command(
         None, "--generator", help="generator bundle folder (own or pulled from the hub)"
     ),
     signer_key: Path | None = typer.Option(
-        None, "--signer-key", help="PEM public key of the bundle's site (default: signer.pub)"
+        None, "--signer-key", help="PEM public key of the bundle's site, pinned"
+    ),
+    keyring: Path | None = typer.Option(
+        None, "--keyring", help="consortium keyring JSON (`radshare-hub keyring export`)"
     ),
     out: Path | None = typer.Option(
         None, "--out", help="new folder for the results (default <run>/audits/<UTC stamp>)"
@@ -58,6 +71,15 @@ def audit_command(
         None, "--labeller", help="labeller export whose embedding is the feature space"
     ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
+    ssim_backend: str = typer.Option(
+        "auto", "--ssim-backend", help="auto (fused numba kernel on CPU), fused or torch"
+    ),
+    prune: bool = typer.Option(
+        True, "--prune/--no-prune", help="skip pairs whose SSIM bound cannot be a nearest one"
+    ),
+    threads: int | None = typer.Option(
+        None, "--threads", min=1, help="CPU threads of the SSIM search (default: all cores)"
+    ),
     membership: bool = typer.Option(
         True, "--membership/--no-membership", help="also membership-inference attacks (AUC)"
     ),
@@ -74,13 +96,17 @@ def audit_command(
     """
     from shared.artifacts.audit import AuditSettings
     from shared.errors import ConfigError
+    from shared.fileio import sha256_file
     from shared.metrics.nn_search import SearchOptions
     from site_node.audit.embedding import site_embedder
-    from site_node.audit.gate import new_audit_dir, sha256_of, write_audit_folder
+    from site_node.audit.gate import new_audit_dir, write_audit_folder
     from site_node.audit.memorisation import run_memorisation_audit
     from site_node.data.cache import SiteCache
 
-    G, weights, sample = _load_sampler(run, generator, signer_key, device)
+    search_options = SearchOptions(  # checked before the generator loads
+        device=device, backend=ssim_backend, prune=prune, threads=threads
+    )
+    G, weights, sample = _load_sampler(run, generator, signer_key, keyring, device)
     out = out or new_audit_dir(run if run is not None else Path("audits"))
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"--out {out}: exists and is not empty (audits never overwrite)")
@@ -93,14 +119,15 @@ def audit_command(
     embed, embed_name = site_embedder(labeller, G.resolution_px, device)
     outcome = run_memorisation_audit(
         sample, SiteCache(cache), settings, embed=embed, embed_name=embed_name,
-        panel_dir=out / "panel", options=SearchOptions(device=device),
+        panel_dir=out / "panel",
+        options=search_options,
     )  # fmt: skip
     summary = outcome.summary
     if membership:  # GAN-Leaks / Monte-Carlo attacks, aggregates only (site_node.privacy)
         from site_node.privacy.membership import with_membership
 
         summary = with_membership(summary, sample, SiteCache(cache))
-    write_audit_folder(out, summary, sha256_of(weights))
+    write_audit_folder(out, summary, sha256_file(weights)[0])
     typer.echo(
         f"audit {'passed' if summary.passed else 'FAILED'}: {summary.near_copy_count} near copies, "
         f"holdout permutation p {summary.ssim_test.permutation_p_value:.2e} (SSIM); "
@@ -108,6 +135,12 @@ def audit_command(
     )
     for reason in summary.verdict.reasons:
         typer.echo(f"  {reason}")
+    if summary.ssim_search is not None:
+        search = summary.ssim_search
+        typer.echo(
+            f"SSIM search ({search.backend}): {search.pairs_compared:,} pairs compared, "
+            f"{search.pairs_skipped:,} skipped by the bound, {search.seconds:.1f} s"
+        )
     if summary.membership is not None:
         attack = summary.membership.primary
         low, high = attack.roc_auc_ci95

@@ -13,9 +13,12 @@ def keygen(
     site: str = typer.Option(..., help="this site's id, as in its certificate (site:<id>)"),
     out: Path = typer.Option(Path("keys"), help="folder for site-<id>.ed25519 and .pub"),
 ) -> None:
-    """Make the key that signs every bundle this site publishes; example:
+    """Make the key that signs every bundle this site publishes.
 
-    radshare-site keygen --site a --out keys
+    Example:
+
+    \b
+      radshare-site keygen --site a --out keys
 
     Keep the private key at the site; give the .pub file to the hub operator, who
     registers it with `radshare-hub register-site a --public-key site-a.ed25519.pub`.

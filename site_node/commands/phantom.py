@@ -18,9 +18,12 @@ def phantom(
     resolution: int = typer.Option(256, min=32, help="image side in pixels"),
     seed: int = typer.Option(0, help="same seed, same bytes"),
 ) -> None:
-    """Make phantom chest radiographs (demo data and test fixture, not real patients); example:
+    """Make phantom chest radiographs (demo data and test fixture, not real patients).
 
-    radshare-site phantom --out data/phantom-a --num-images 1000 --style hospital-a --seed 0
+    Example:
+
+    \b
+      radshare-site phantom --out data/phantom-a --num-images 1000 --style hospital-a --seed 0
 
     Writes <out>/images/<8-digit patient>_<3-digit follow-up>.png, <out>/labels.csv
     (NIH Data_Entry_2017 columns) and <out>/phantom.json.

@@ -83,15 +83,15 @@ def publish_labeller(
     """
     import shutil
 
+    from shared.artifacts.labeller import load_labeller_export, write_labeller_bundle
     from shared.hub_client import ClientTLS, HubClient
-    from shared.networks.labeller import load_labeller_export, write_labeller_bundle
     from site_node.keys import load_site_signing_key
 
     bundle_out = Path(bundle_out or Path(export).parent / "bundle")
     if not (bundle_out / "manifest.json").is_file():
         if bundle_out.exists():  # an interrupted attempt
             shutil.rmtree(bundle_out)
-        labeller, card = load_labeller_export(export)
+        labeller, card = load_labeller_export(export, trust_local_export=True)  # our own
         write_labeller_bundle(bundle_out, labeller, card, site, load_site_signing_key(key))
     typer.echo(f"bundle {bundle_out}")
     with HubClient(hub, ClientTLS.from_dir(tls_dir, f"site:{site}")) as client:

@@ -70,7 +70,14 @@ def build(
     display_px: int = typer.Option(260, help="size shown to readers"),
     seed: int = typer.Option(0),
 ) -> None:
-    """Build a static study. Example: --design pairs --items 20 (Segal et al.'s 20 pairs)."""
+    """Build a static study of real (this site's) and synthetic images.
+
+    Example (Segal et al.'s 20 pairs):
+
+    \b
+      radshare-site reader-study build --real-cache cache/ --split test \\
+          --synthetic archive/ --design pairs --items 20 --out studies/pairs1
+    """
     from site_node.reader_study.build import build_study
 
     real = _real_images(real_cache, real_dir, split, resolution_px)
@@ -89,7 +96,13 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="bind address (keep it inside the hospital)"),
     port: int = typer.Option(8765),
 ) -> None:
-    """Serve the study; answers are appended to <study>/answers.csv. Ctrl-C stops."""
+    """Serve the study; answers are appended to <study>/answers.csv. Ctrl-C stops.
+
+    Example (readers open http://127.0.0.1:8765/):
+
+    \b
+      radshare-site reader-study serve studies/pairs1 --port 8765
+    """
     from site_node.reader_study.serve import make_server
 
     server = make_server(study, host, port)
@@ -110,7 +123,13 @@ def score(
     answers: Path | None = typer.Option(None, help="answers CSV (default <study>/answers.csv)"),
     resamples: int = typer.Option(10_000, help="bootstrap resamples for the HYPE∞ CI"),
 ) -> None:
-    """Print accuracy, sensitivity, specificity, HYPE∞ (95% CI) and Fleiss' kappa as JSON."""
+    """Print accuracy, sensitivity, specificity, HYPE∞ (95% CI) and Fleiss' kappa as JSON.
+
+    Example:
+
+    \b
+      radshare-site reader-study score studies/pairs1
+    """
     from site_node.reader_study.score import score_study
 
     result = score_study(study, answers, num_resamples=resamples)

@@ -87,6 +87,10 @@ def train_command(
     from site_node.pggan.schedule import parse_batch_sizes
     from site_node.pggan.train import resume_options, train
 
+    if resume:  # a resumed run takes its options from options.json, not from --config
+        cache, profile, resolution = _unless_from_config_file(
+            cache=cache, profile=profile, resolution=resolution
+        )
     values: dict[str, Any] = {
         "resolution_px": resolution,
         "kimg_per_phase": kimg_per_phase,
@@ -120,6 +124,9 @@ def train_command(
         except ValueError as error:  # pydantic's ValidationError names the field and value
             raise ConfigError(f"--dp: {error}") from None
         values["use_minibatch_stddev"] = False  # it mixes samples: no per-sample gradients
+    if resume and (out / "export" / "generator.json").is_file():
+        typer.echo(f"done: {out / 'export'} (the schedule is complete; nothing to resume)")
+        return
     if resume:
         fixed = sorted(set(values) - RUNTIME_FIELDS) + (["--cache"] if cache else [])
         if fixed or profile:
@@ -129,9 +136,32 @@ def train_command(
         if cache is None:
             raise ConfigError("--cache is required (unless --resume)")
         options = TrainOptions.from_profile(profile, cache_dir=cache, run_dir=out, **values)
+        _check_cache(options)  # before the run folder exists: a refused run leaves nothing
     run_dir = train(options, resume=resume)
     export_dir = run_dir / "export"
     if (export_dir / "generator.json").is_file():
         typer.echo(f"done: {export_dir}")
     else:
         typer.echo(f"stopped; go on with: radshare-site train --out {run_dir} --resume")
+
+
+def _check_cache(options: Any) -> None:
+    """Raise CacheError now if the cache cannot feed this run (missing, too small a side)."""
+    from site_node.data.cache import SiteCache
+    from site_node.pggan.reals import RealImages
+
+    RealImages(SiteCache(options.cache_dir), options.resolution_px, split="train")
+
+
+def _unless_from_config_file(**values: Any) -> tuple[Any, ...]:
+    """``values``, with None for those that came from the --config file (click's default_map)."""
+    import click
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context(silent=True)
+    return tuple(
+        None
+        if ctx is not None and ctx.get_parameter_source(name) is ParameterSource.DEFAULT_MAP
+        else value
+        for name, value in values.items()
+    )

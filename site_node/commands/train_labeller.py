@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -26,9 +27,12 @@ def train_labeller_command(
     workers: int = typer.Option(0, help="data-loader worker processes"),
     accelerator: str = typer.Option("auto", help="auto | cpu | gpu"),
 ) -> None:
-    """Train the labeller, pick thresholds (Youden, validation), evaluate on test; example:
+    """Train the labeller, pick thresholds (Youden, validation), evaluate on test.
 
-    radshare-site train-labeller --cache cache/a --out runs/L --resolution 64
+    Example:
+
+    \b
+      radshare-site train-labeller --cache cache/a --out runs/L --resolution 64
     """
     from site_node.labeller.metrics import format_table
     from site_node.labeller.train import LabellerTrainOptions, train_labeller
@@ -48,6 +52,18 @@ def train_labeller_command(
         num_workers=workers,
         accelerator=accelerator,
     )
+    _check_inputs(options)  # before the run folder exists: a refused run leaves nothing
     result = train_labeller(options)
     typer.echo(format_table(result.evaluations))
     typer.echo(f"export: {result.export_dir}")
+
+
+def _check_inputs(options: Any) -> None:
+    """Raise now for a cache without this resolution or unknown class names."""
+    from shared.networks.labeller import LabellerConfig
+    from site_node.data.cache import SiteCache
+
+    cache = SiteCache(options.cache_dir)
+    cache.images(options.resolution_px)
+    names = options.class_names or cache.label_space
+    LabellerConfig(resolution_px=options.resolution_px, class_names=tuple(names))

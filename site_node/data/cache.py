@@ -14,7 +14,6 @@ Row ``i`` of every array is row ``i`` of the table. The cache stays at the site.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +23,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.errors import CacheError
+from shared.fileio import atomic_open, atomic_write_text
 
 __all__ = ["CACHE_SCHEMA_VERSION", "CacheManifest", "SiteCache", "write_cache"]
 
@@ -54,10 +54,8 @@ class CacheManifest(BaseModel):
 
 
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_suffix(".npy.tmp")
-    with open(tmp, "wb") as handle:
+    with atomic_open(path) as handle:
         np.save(handle, array, allow_pickle=False)  # never pickle: the cache is plain arrays
-    os.replace(tmp, path)
 
 
 def write_cache(
@@ -90,9 +88,8 @@ def write_cache(
     table = table.reset_index(drop=True)
     if "row" not in table.columns:
         table.insert(0, "row", np.arange(len(table)))
-    tmp = cache_dir / "table.csv.tmp"
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, cache_dir / "table.csv")
+    with atomic_open(cache_dir / "table.csv", text=True) as handle:
+        table.to_csv(handle, index=False)
     counts_per_label = {
         split: {label: int(table.loc[table.split == split, label].sum()) for label in label_space}
         for split in SPLITS
@@ -108,9 +105,7 @@ def write_cache(
         split_seed=split_seed,
         source=dict(source or {}),
     )
-    tmp = cache_dir / "manifest.json.tmp"
-    tmp.write_text(manifest.model_dump_json(indent=2))
-    os.replace(tmp, cache_dir / "manifest.json")
+    atomic_write_text(cache_dir / "manifest.json", manifest.model_dump_json(indent=2))
     return manifest
 
 

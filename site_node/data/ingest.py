@@ -11,7 +11,9 @@ runs, and what tests and the demo call. In order:
    ``max_resolution_px`` (:mod:`~site_node.data.preprocess`) into staging arrays;
    any failure becomes an issue and the run goes on;
 4. check ``rows_read == kept + rejected``;
-5. split patients into train/val/test (:mod:`~site_node.data.split`);
+5. split patients into train/val/test (:mod:`~site_node.data.split`); patients whose
+   images hold identical bytes under different ids are split as one group, and each
+   such set of ids is a note in the report;
 6. write the report (:mod:`~site_node.data.report`), then the cache with
    :func:`~site_node.data.cache.write_cache` (manifest last: a cache is complete
    once ``manifest.json`` exists).
@@ -39,6 +41,7 @@ import pandas as pd
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from shared.errors import CacheError, ConfigError, DataError, ImageDecodeError, SplitError
+from shared.fileio import sha256_file
 from shared.labels import NIH_LABELS, labels_to_multi_hot
 from site_node.data.cache import CacheManifest, write_cache
 from site_node.data.chexpert import UncertaintyPolicy
@@ -59,6 +62,7 @@ from site_node.data.split import (
     DEFAULT_FRACTIONS,
     iterative_stratified_split,
     parse_fractions,
+    split_groups,
     split_summary,
 )
 
@@ -204,14 +208,6 @@ def _check_view(record: LabelRecord, view: str | None, table: LabelTable, all_vi
         raise RowRejectedError(
             IssueCategory.EXCLUDED_VIEW, field_name, view, "not a frontal (PA/AP) view"
         )
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _prepare_out_dir(out_dir: Path, force: bool) -> None:
@@ -361,7 +357,7 @@ def _new_report(
     return IngestReport(
         site_id=options.site_id,
         csv_file=str(table.csv_path),
-        csv_sha256=_sha256_file(table.csv_path),
+        csv_sha256=sha256_file(table.csv_path)[0],
         images_dir=str(images_dir),
         layout=table.layout.value,
         options=options.to_json_dict(),
@@ -369,6 +365,24 @@ def _new_report(
         issues=issues,
         notes=list(table.notes),
     )
+
+
+def _duplicate_notes(kept: list[_Kept]) -> list[str]:
+    """One note per set of ids whose image files hold identical bytes (kept in one split)."""
+    by_sha256: dict[str, list[_Kept]] = {}
+    for item in kept:
+        by_sha256.setdefault(item.prepared.sha256, []).append(item)
+    notes = []
+    for digest, items in by_sha256.items():
+        if len(items) > 1:
+            names = ", ".join(f"{i.record.image_ref} (row {i.record.line})" for i in items)
+            notes.append(
+                f"identical image bytes (sha256 {digest[:12]}…) under {len(items)} ids: "
+                f"{names}; their patients are kept in one split"
+            )
+    if notes:
+        logger.warning("%d sets of identical image bytes under different ids", len(notes))
+    return notes
 
 
 def _split(
@@ -383,10 +397,10 @@ def _split(
         )
     patient_ids = [item.record.patient_id for item in kept]
     labels = np.array([labels_to_multi_hot(item.record.labels) for item in kept], np.int64)
+    report.notes += _duplicate_notes(kept)
+    groups = split_groups(patient_ids, [item.prepared.sha256 for item in kept])
     try:
-        splits = iterative_stratified_split(
-            patient_ids, labels, options.split_fractions, options.seed
-        )
+        splits = iterative_stratified_split(groups, labels, options.split_fractions, options.seed)
     except SplitError:
         write_report(out_dir, report)
         raise
@@ -405,7 +419,7 @@ def _manifest_source(
         "images_dir": report.images_dir,
         "images_sha256": _images_digest(cache_table["source_sha256"]),
         "report": REPORT_JSON,
-        "report_sha256": _sha256_file(report_json),
+        "report_sha256": sha256_file(report_json)[0],
         "rows_read": str(report.counts.rows_read),
         "rejected": str(report.counts.rejected),
         "preprocessing": PREPROCESSING,

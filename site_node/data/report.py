@@ -13,7 +13,6 @@ It stays at the site: it names image files, which in the NIH layout embed patien
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from shared.fileio import atomic_write_text
 
 __all__ = [
     "REPORT_JSON",
@@ -50,6 +51,7 @@ class IssueCategory(StrEnum):
     DUPLICATE = "duplicate"  # a second row for the same image file
     EXCLUDED_VIEW = "excluded_view"  # not a frontal (PA/AP) view and --all-views not given
     MISSING_FILE = "missing_file"  # the image file does not exist
+    OUTSIDE_IMAGES = "outside_images"  # the path leads outside --images (absolute, .., link)
     UNREADABLE_FILE = "unreadable_file"  # the file exists but cannot be read
     DECODE_ERROR = "decode_error"  # the bytes are not a decodable image
     BLANK_IMAGE = "blank_image"  # every pixel has the same value
@@ -126,18 +128,12 @@ class IngestReport(BaseModel):
     elapsed_s: float | None = None
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_report(out_dir: Path, report: IngestReport) -> tuple[Path, Path]:
     """Write ``ingest_report.json`` and ``ingest_report.md`` atomically; return both paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / REPORT_JSON, out_dir / REPORT_MARKDOWN
-    _atomic_write_text(json_path, report.model_dump_json(indent=2))
-    _atomic_write_text(md_path, render_markdown(report))
+    atomic_write_text(json_path, report.model_dump_json(indent=2))
+    atomic_write_text(md_path, render_markdown(report))
     return json_path, md_path
 
 

@@ -27,6 +27,11 @@ remaining demand of split ``j`` (initially ``fraction_j · T_k``):
 
 Patients are sorted by id before the seeded shuffle, so the split depends only on
 the data and the seed, not on row order. Splits with fraction 0 receive nobody.
+
+Identical image bytes under two ids (a re-export, a copy filed under another patient)
+would put the same image in train and test. :func:`split_groups` joins every patient
+sharing an image's sha256 into one group, and ingest splits groups, so the copies
+land in one split.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ __all__ = [
     "SPLIT_NAMES",
     "iterative_stratified_split",
     "parse_fractions",
+    "split_groups",
     "split_summary",
 ]
 
@@ -171,6 +177,30 @@ def _refine(
         if moved == 0:
             break
     return assigned
+
+
+def split_groups(patient_ids: Sequence[str], image_sha256: Sequence[str]) -> list[str]:
+    """Per image, the id of its group: patients joined when they share identical image bytes.
+
+    A group is named by its smallest patient id (union-find over the patients of each
+    sha256), so patients without shared bytes keep their own id.
+    """
+    if len(patient_ids) != len(image_sha256):
+        raise SplitError(f"{len(patient_ids)} patient ids for {len(image_sha256)} image hashes")
+    parent = {str(p): str(p) for p in patient_ids}
+
+    def find(p: str) -> str:
+        while parent[p] != p:
+            parent[p] = parent[parent[p]]
+            p = parent[p]
+        return p
+
+    first_of: dict[str, str] = {}
+    for patient, digest in zip(patient_ids, image_sha256, strict=True):
+        a, b = find(str(patient)), find(first_of.setdefault(digest, str(patient)))
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    return [find(str(p)) for p in patient_ids]
 
 
 def iterative_stratified_split(

@@ -1,16 +1,18 @@
-"""The site's handler of ``query.audit``: a pure function from message content to reply content.
+"""The site's handler of ``query.audit``: from a verified generator to a signed reply.
 
-    reply = audit_task(message.content, cache, site_id="a", panel_root=work_dir / "audits")
+    summary = audit_task(G, request, cache, site_id="a", panel_root=work_dir / "audits")
+    reply = signed_reply(summary, request, site_id="a", private_key=site_key)
 
-The request (``shared.audit_records``) carries a generator's config and G_ema
-weights and the audit settings; the site rebuilds the generator, samples it
-with the requested seed and runs the same memorisation audit as
-``radshare-site audit`` against its own cache
-(``site_node.audit.memorisation``). The generator may be another site's: that
-is the cross-site leakage check. The reply holds the summary's aggregates only
-(:func:`shared.audit_records.summary_to_records`); the closest-pairs panel is
-written under ``panel_root`` at the site, for its radiologist, and never sent.
-The ClientApp registers this as ``@app.query("audit")``.
+The ClientApp (``site_node.flower.client_app``) checks the query policy, pulls and
+verifies the registered generator the request names (``site_node.flower.registered``)
+and calls :func:`audit_task`: it samples G with the requested seed and runs the same
+memorisation audit as ``radshare-site audit`` against this site's cache
+(``site_node.audit.memorisation``). The generator may be another site's: that is
+the cross-site leakage check. :func:`signed_reply` wraps the summary in an
+:class:`~shared.artifacts.audit.AuditReport` (generator id, this site's id, the
+audited weights' sha256), signs it with the site key and returns the reply
+records (``shared.audit_records``). The closest-pairs panel is written under
+``panel_root`` at the site, for its radiologist, and never sent.
 """
 
 from __future__ import annotations
@@ -22,14 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flwr.app import RecordDict
 
-from shared.audit_records import (
-    GENERATOR_RECORD,
-    AuditRequest,
-    request_from_records,
-    summary_to_records,
-)
+from shared.artifacts.audit import AuditSummary, audit_report, sign_audit_report
+from shared.audit_records import AuditRequest, report_to_records
 from shared.errors import CacheError, FederationError
 from shared.metrics.nn_search import SearchOptions
 from shared.networks.generator import Generator
@@ -37,21 +36,9 @@ from site_node.audit.memorisation import AuditOutcome, Embedder, run_memorisatio
 from site_node.data.cache import SiteCache
 from site_node.privacy.membership import with_membership
 
-__all__ = ["audit_task", "rebuild_generator"]
+__all__ = ["audit_task", "signed_reply"]
 
 log = logging.getLogger("radshare.site.flower")
-
-
-def rebuild_generator(content: RecordDict, request: AuditRequest) -> Generator:
-    """G_ema from the request's config and ArrayRecord (exact keys and shapes, eval mode)."""
-    G = Generator(request.generator_config)
-    try:
-        G.load_state_dict(
-            content.array_records[GENERATOR_RECORD].to_torch_state_dict(), strict=True
-        )
-    except RuntimeError as error:
-        raise FederationError(f"query.audit: weights do not fit the config: {error}") from error
-    return G.eval().requires_grad_(False)
 
 
 def _sampler(G: Generator, device: str):  # type: ignore[no-untyped-def]
@@ -71,7 +58,8 @@ def _panel_dir(panel_root: Path | None, generator_id: str) -> Path | None:
 
 
 def audit_task(
-    content: RecordDict,
+    G: Generator,
+    request: AuditRequest,
     cache: SiteCache,
     *,
     site_id: str,
@@ -79,17 +67,15 @@ def audit_task(
     embed_name: str | None = None,
     panel_root: Path | None = None,
     device: str = "cpu",
-) -> RecordDict:
-    """Audit the requested generator against this site's cache; the reply's records.
+) -> AuditSummary:
+    """Audit the verified generator ``G`` against this site's cache; the summary (aggregates).
 
     Raises:
-        FederationError: a malformed request, weights that do not fit, or a cache
-            without the generator's resolution (the hub gets the message, not a trace).
+        FederationError: a cache without the generator's resolution (the hub gets the
+            message, not a trace).
     """
-    request = request_from_records(content)
-    G = rebuild_generator(content, request)
-    log.info("site %s: audit of generator %s requested", site_id, request.generator_id[:12])
-    sample = _sampler(G, device)
+    log.info("site %s: audit of generator %s", site_id, request.generator_id[:12])
+    sample = _sampler(G.to(device), device)
     try:
         outcome: AuditOutcome = run_memorisation_audit(
             sample,
@@ -104,7 +90,21 @@ def audit_task(
         summary = with_membership(outcome.summary, sample, cache)
     except CacheError as error:
         raise FederationError(f"site {site_id}: cannot audit here: {error}") from error
-    del G, sample
+    del sample
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return summary_to_records(summary, site_id)
+    return summary
+
+
+def signed_reply(
+    summary: AuditSummary,
+    request: AuditRequest,
+    *,
+    site_id: str,
+    private_key: Ed25519PrivateKey,
+) -> RecordDict:
+    """The reply: this site's AuditReport of the request's generator, signed with its key."""
+    report = audit_report(
+        request.generator_id, site_id, summary, weights_sha256=request.weights_sha256
+    )
+    return report_to_records(sign_audit_report(report, private_key))

@@ -5,9 +5,13 @@
 Request (:class:`~shared.evaluation_records.EvaluationRequest` as JSON in the ConfigRecord
 ``evaluate.request``):
 
-* ``mode="evaluate"``: the classifier's state dict in the ArrayRecord ``evaluate.classifier``
-  is loaded into ``Labeller(request.labeller_config)`` and evaluated on the site's real
-  ``request.split``;
+* ``mode="evaluate"``: the registered classifier the request names (``classifier_id``,
+  ``weights_sha256``), pulled and verified by the ClientApp
+  (``site_node.flower.registered``) and passed in as ``classifier`` with its card's
+  thresholds, is evaluated on the site's real ``request.split``; only the federated
+  labeller's validation round sends a state dict inline (ArrayRecord
+  ``evaluate.classifier``), which the ClientApp accepts only when the site takes part
+  in that training;
 * ``mode="train-real"``: a classifier of that config is first trained here on the real
   train split (baseline (a); with ``rare_class`` Han et al.'s Fig. 4B variants, the
   ``synthetic`` one adding the images of the ArrayRecord ``evaluate.enrich``), then
@@ -91,16 +95,32 @@ def _enrichment(
 
 
 def evaluate_classifier_task(
-    content: RecordDict, cache: SiteCache, *, site_id: str, site_labels: Sequence[str] | None = None
+    content: RecordDict,
+    cache: SiteCache,
+    *,
+    site_id: str,
+    site_labels: Sequence[str] | None = None,
+    classifier: tuple[Labeller, dict[str, float | None]] | None = None,
 ) -> RecordDict:
-    """Answer one ``evaluate.classifier`` message with aggregate records."""
+    """Answer one ``evaluate.classifier`` message with aggregate records.
+
+    ``classifier``: the verified registered classifier and its thresholds (mode
+    ``evaluate``); None: the state dict sent inline (federated-labeller validation).
+    """
     request = parse_request(content)
+    if classifier is not None:
+        request = request.model_copy(
+            update={
+                "labeller_config": classifier[0].cfg,
+                "fallback_thresholds_logit": classifier[1],
+            }
+        )
     if request.sites and site_id not in request.sites:
         raise FederationError(f"site {site_id!r} is not among the sites asked: {request.sites}")
     labels = annotated_labels(cache, site_labels)
     training: dict[str, int] = {}
     if request.mode == "evaluate":
-        net = _received_classifier(content, request)
+        net = classifier[0] if classifier else _received_classifier(content, request)
     else:
         data, training = training_set(
             cache,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,17 +26,17 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch.utils.data import DataLoader
 
-from shared.errors import ConfigError, TrainingError
-from shared.networks.labeller import (
+from shared.artifacts.labeller import (
     CARD_FILE,
     ClassMetrics,
-    Labeller,
     LabellerCard,
-    LabellerConfig,
     LabellerDataSummary,
     LabellerTrainingSummary,
     save_labeller_export,
 )
+from shared.errors import ConfigError, TrainingError
+from shared.fileio import atomic_write_text
+from shared.networks.labeller import Labeller, LabellerConfig
 from shared.stats import macro_roc_auc
 from site_node.data.cache import SiteCache
 from site_node.labeller.data import CacheSplitDataset, class_weights, to_network_range
@@ -103,9 +102,7 @@ def _prepare_run_dir(options: LabellerTrainOptions) -> Path | None:
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out}: exists and is not a labeller run; choose a new --out")
     out.mkdir(parents=True, exist_ok=True)
-    tmp = options_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(resolved, indent=2))
-    os.replace(tmp, options_path)
+    atomic_write_text(options_path, json.dumps(resolved, indent=2))
     return None
 
 

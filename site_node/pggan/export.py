@@ -9,14 +9,14 @@ needs Lightning.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from shared.errors import ArtifactError
+from shared.fileio import atomic_write_bytes, atomic_write_text
 from shared.networks.generator import Generator, GeneratorConfig
 
 __all__ = [
@@ -43,12 +43,6 @@ class GeneratorExport(BaseModel):
     data: dict[str, Any] = Field(description="num_train_images, counts_per_label (train split)")
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def export_generator(
     run_dir: Path, G_ema: Generator, training: dict[str, Any], data: dict[str, Any]
 ) -> Path:
@@ -57,11 +51,11 @@ def export_generator(
     export_dir.mkdir(parents=True, exist_ok=True)
     manifest = GeneratorExport(generator_config=G_ema.cfg, training=training, data=data)
     state = {name: t.detach().cpu().contiguous() for name, t in G_ema.state_dict().items()}
-    tmp = export_dir / f".{WEIGHTS_NAME}.tmp"
-    save_file(state, str(tmp), metadata={"format": "pt", "network": "radshare.pggan.G_ema"})
-    os.chmod(tmp, 0o644)  # safetensors creates 0600; publishing may run as another user
-    os.replace(tmp, export_dir / WEIGHTS_NAME)
-    _atomic_write_text(export_dir / MANIFEST_NAME, manifest.model_dump_json(indent=2))
+    weights = save(state, metadata={"format": "pt", "network": "radshare.pggan.G_ema"})
+    atomic_write_bytes(
+        export_dir / WEIGHTS_NAME, weights, mode=0o644
+    )  # publish may be another user
+    atomic_write_text(export_dir / MANIFEST_NAME, manifest.model_dump_json(indent=2))
     return export_dir
 
 

@@ -7,7 +7,6 @@ so the same (weights, seed, num_images) gives the same images on any device.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ import torch
 from PIL import Image
 
 from shared.errors import ConfigError
+from shared.fileio import atomic_open
 from shared.networks.generator import Generator
 from site_node.pggan.export import load_exported_generator
 
@@ -60,11 +60,12 @@ def image_grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
 
 
 def write_png(path: Path, image: np.ndarray) -> Path:
-    """Write an 8-bit greyscale PNG atomically (temp file, then ``os.replace``)."""
+    """Write an 8-bit greyscale PNG atomically (``shared.fileio``)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), mode="L").save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_open(path) as handle:
+        Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), mode="L").save(
+            handle, format="PNG"
+        )
     return path
 
 

@@ -29,6 +29,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
 from shared.errors import ConfigError, TrainingError
+from shared.fileio import atomic_write_text
 from site_node.data.cache import SiteCache
 from site_node.pggan.callbacks import PGGANProgressBar, SampleGrids, TickCheckpoint, TickReport
 from site_node.pggan.export import export_generator
@@ -175,9 +176,7 @@ def _prepare_run_dir(options: TrainOptions, resume: bool) -> Path:
             "(choose a new --out, or --resume)"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / f".{OPTIONS_NAME}.tmp"
-    tmp.write_text(options.model_dump_json(indent=2))
-    os.replace(tmp, run_dir / OPTIONS_NAME)
+    atomic_write_text(run_dir / OPTIONS_NAME, options.model_dump_json(indent=2))
     return run_dir
 
 

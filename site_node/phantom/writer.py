@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
 from shared.errors import ConfigError
+from shared.fileio import atomic_write_bytes
 from site_node.phantom.render import MIN_RESOLUTION_PX, render_study
 from site_node.phantom.series import StudyPlan, plan_site
 from site_node.phantom.style import HospitalStyle, get_style
@@ -56,12 +56,6 @@ class PhantomSiteInfo(BaseModel):
     resolution_px: int
     seed: int
     style: HospitalStyle
-
-
-def _write_atomic(path: Path, payload: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(payload)
-    os.replace(tmp, path)
 
 
 def _png_bytes(image: np.ndarray) -> bytes:
@@ -131,7 +125,7 @@ def make_phantom_site(
     info = PhantomSiteInfo(
         num_images=num_images, resolution_px=resolution_px, seed=seed, style=resolved
     )
-    _write_atomic(out / "phantom.json", info.model_dump_json(indent=2).encode("utf-8"))
+    atomic_write_bytes(out / "phantom.json", info.model_dump_json(indent=2).encode("utf-8"))
     # Plan patients and their series, then render every image from its own seed.
     plans = plan_site(num_images, resolved, seed)
     for plan in plans:
@@ -139,10 +133,10 @@ def make_phantom_site(
         image = render_study(
             plan.anatomy, plan.findings, plan.acquisition, resolved, resolution_px, rng
         )
-        _write_atomic(out / "images" / plan.image_index, _png_bytes(image))
+        atomic_write_bytes(out / "images" / plan.image_index, _png_bytes(image))
     # Write the label table last: a folder without it is an unfinished site.
     csv_path = out / "labels.csv"
-    _write_atomic(csv_path, _labels_csv(plans, resolved, resolution_px))
+    atomic_write_bytes(csv_path, _labels_csv(plans, resolved, resolution_px))
     num_patients = len({plan.patient_id for plan in plans})
     logger.info(
         "wrote %d phantom images of %d patients in %.1f s",

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import secrets
 from pathlib import Path
 from typing import Literal
@@ -33,6 +32,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.errors import ConfigError
+from shared.fileio import atomic_write_text
 
 __all__ = ["DESIGNS", "GRID_SIZE", "StudyItem", "StudySpec", "build_study"]
 
@@ -163,7 +163,5 @@ def build_study(
     )
     pd.DataFrame(key_rows).to_csv(out_dir / "key.csv", index=False)
     (out_dir / "study.json").write_text(spec.model_dump_json(indent=2))
-    tmp = out_dir / "site" / "index.html.tmp"
-    tmp.write_text(_page(spec), encoding="utf-8")
-    os.replace(tmp, out_dir / "site" / "index.html")
+    atomic_write_text(out_dir / "site" / "index.html", _page(spec))
     return spec
