@@ -200,12 +200,26 @@ def _train_site(ctx: DemoContext, state: DemoState, site: DemoSite) -> None:
 
 
 def _consortium_keyring(ctx: DemoContext) -> Path:
-    """The consortium keyring file the operator hands to the sites (every site's key)."""
+    """The consortium keyring file the operator hands to the sites.
+
+    Every site's key, and the hub's own (id ``hub``): the sites verify the classifiers the
+    hub signs against it before they evaluate them.
+    """
     from deployment.flower import write_consortium_keyring
+    from hub.pooling.train import hub_signing_key
+    from shared.artifacts.manifest import HUB_SITE_ID
+    from shared.artifacts.signing import public_key_pem
+    from shared.fileio import atomic_write_bytes
 
     keys = {
         s.site_id: ctx.site(s).signing_key.with_suffix(".ed25519.pub") for s in ctx.config.sites
     }
+    hub_public = ctx.layout.hub / "keys" / "hub_signing.pub"
+    hub_public.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(
+        hub_public, public_key_pem(hub_signing_key(ctx.layout.hub_signing_key).public_key())
+    )
+    keys[HUB_SITE_ID] = hub_public
     return write_consortium_keyring(keys, ctx.layout.hub / "consortium-keyring.json")
 
 

@@ -229,7 +229,7 @@ def train_classifiers(ctx: DemoContext, state: Any) -> dict[str, Any]:
             runs[name] = str(out)
             continue
         argv = ["radshare-hub", "train-classifier", "--archive", archive, "--out", str(out)]
-        argv += ["--hub-key", str(ctx.layout.hub / "keys" / "hub.ed25519")]
+        argv += ["--hub-key", str(ctx.layout.hub_signing_key)]  # the hub's key, in the keyring
         argv += ["--max-epochs", str(s.classifier_epochs), "--seed", str(ctx.config.seed)]
         argv += ["--resolution-px", str(s.pggan_resolution_px), "--accelerator", s.accelerator]
         if s.accelerator == "cpu":
@@ -360,6 +360,9 @@ def federated_evaluate(
         argv += ["--classifier", f"{tag}={Path(run) / 'bundle'}"]
     argv += ["--real-baseline", "--epochs", str(ctx.settings.classifier_epochs)]
     argv += ["--resamples", "1000", "--app-dir", str(app_dir)]
+    # registered at the hub first (operator); each site pulls and verifies them itself
+    argv += ["--hub", str(consortium.hub_address), "--tls-dir", str(consortium.tls_dir)]
+    argv += ["--keyring", str(ctx.layout.hub / "consortium-keyring.json")]
     argv += ["--superlink", connection.name, "--flwr-home", str(connection.flwr_home)]
     run_hub(ctx, "federated evaluation", argv, timeout_s=ctx.settings.federated_timeout_s * 3)
     table = out / "comparison.csv"

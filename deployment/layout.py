@@ -95,6 +95,11 @@ class DemoLayout:
         return self.hub / "registry"
 
     @property
+    def hub_signing_key(self) -> Path:
+        """The hub's Ed25519 key under its root: it signs classifiers, sites verify as ``hub``."""
+        return self.registry / "hub_signing.key"
+
+    @property
     def federated(self) -> Path:
         return self.hub / "federated"
 

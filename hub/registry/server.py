@@ -26,10 +26,11 @@ from hub.archives.store import ArchiveStore
 from hub.config import HubConfig
 from hub.registry.base import ArtifactRegistry
 from hub.registry.handlers import HubState
-from hub.registry.keyring import DirectoryKeyring, Keyring
+from hub.registry.keyring import Keyring
 from hub.registry.revocation import RevocationInterceptor, RevocationList
 from hub.registry.servicer import HubServicer
 from hub.registry.sqlite_registry import SqliteRegistry
+from hub.trust import HubKeyring
 from shared.errors import ConfigError
 from shared.locks import hold_exclusive_lock
 from shared.proto import radshare_hub_pb2_grpc as pb_grpc
@@ -145,7 +146,7 @@ def start_server(
         registry, lock = _default_registry(config)
     state = HubState(
         registry,
-        keyring or DirectoryKeyring(config.site_keys_folder),
+        keyring or HubKeyring.at_root(config.root, config.site_keys_folder),
         config.limits.to_limits(),
         archives=ArchiveStore(config.root / "archives"),
     )
