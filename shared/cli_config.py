@@ -11,14 +11,16 @@ names it fills.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import click
+import typer
 
 from shared.cli_ranges import iter_commands
 
-__all__ = ["default_map_for"]
+__all__ = ["config_check_verb", "default_map_for"]
 
 
 def default_map_for(
@@ -46,3 +48,46 @@ def default_map_for(
             node = node.setdefault(part, {})
         node[path[-1]] = values
     return default_map
+
+
+def config_check_verb(cli: str, env: str, example: str) -> Callable[[typer.Context], None]:
+    """The ``config`` verb of ``cli`` (``radshare-hub``/``radshare-site``): check the file.
+
+    ``env``: the environment variable that names the file; ``example``: its usual path.
+    The root callback stores ``{"config_path", "config"}`` in ``ctx.obj``.
+    """
+
+    def config_check(ctx: typer.Context) -> None:
+        from shared.errors import ConfigError
+
+        state = (ctx.parent.obj if ctx.parent is not None else None) or {}
+        if "config" not in state:
+            raise ConfigError(f"no config file: give --config FILE (or set {env})")
+        typer.echo(f"# {state['config_path']}: valid")
+        typer.echo(json.dumps(state["config"].model_dump(mode="json"), indent=2))
+        default_map = (ctx.parent.default_map if ctx.parent is not None else None) or {}
+        for verb, values in sorted(default_map.items()):
+            if verb != "config":
+                flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in _flat(values))
+                typer.echo(f"{verb}: {flags}")
+
+    config_check.__doc__ = f"""Validate the config file (--config or ${env}) and print it resolved.
+
+    Prints every field (relative paths made absolute) and, per verb, the defaults the
+    file gives it; a bad file is one error line naming the file, field and value. Example:
+
+    \b
+      {cli} --config {example} config
+    """
+    return config_check
+
+
+def _flat(values: Mapping[str, Any], prefix: str = "") -> list[tuple[str, object]]:
+    """``{"a": 1, "g": {"b": 2}}`` → ``[("a", 1), ("g b", 2)]``, sorted."""
+    out: list[tuple[str, object]] = []
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            out += _flat(value, f"{prefix}{key} ")
+        else:
+            out.append((f"{prefix}{key}", value))
+    return sorted(out)
