@@ -11,6 +11,19 @@ over the labeller's usable classes, seeds fixed), it runs for ``--seconds``:
    follow-ups, labels, PNGs, journal): archive images per second, counted from the
    start of the run (so the first batch's latency is in it: use a long enough window).
 
+With ``--labels-study CACHE`` it measures instead what the archive's labels say
+(issue 13, item 3), on real sources (``--generator``/``--labeller``, e.g. a site-A
+PGGAN and labeller) and the site's ingested cache (its real test split):
+
+3. per ``--overshoots`` value: a ``match-site`` archive of ``--archive-images``; its
+   prevalence table (target = the site's, planned, achieved with the patient-bootstrap
+   95% CI; ``prevalence.json``), the share of follow-ups rejected, and the downstream
+   macro AUC on the site's real test split of a probe classifier trained only on the
+   archive (L2 logistic regression on the pixels, one per label: cheap enough for 2
+   cores; a DenseNet is what ``pooled_comparison.py`` trains);
+4. at the first overshoot, the same archive with the severity redrawn on every retry
+   (the behaviour before the fix): drawn ``|N(1, 1)|`` vs kept vs achieved severity.
+
 ``--generator``/``--labeller`` take training exports or bundles (e.g. the tiny PGGAN and
 the 32 px labeller the tests train on site A). Without them it uses stand-ins of the same
 architecture and cost: a 32 px PGGAN generator (the trainer's ``tiny`` profile) and a
@@ -50,6 +63,7 @@ from hub.synthesis.pipeline import (  # noqa: E402
     run_synthesis,
     usable_thresholds,
 )
+from hub.synthesis.prevalence import PREVALENCE_FILE  # noqa: E402
 from hub.synthesis.sources import resolve_generator, resolve_labeller  # noqa: E402
 from shared.artifacts.labeller import ClassMetrics, LabellerCard, save_labeller_export  # noqa: E402
 from shared.labels import NIH_LABELS  # noqa: E402
@@ -158,6 +172,131 @@ def archive_rate(
     return {"images": written[0], "seconds": elapsed, "per_s": written[0] / elapsed}
 
 
+def _archive(gen_ref: str, lab_ref: str, out: Path, args, overshoot: float, redraw: bool):
+    """A match-site archive; returns its manifest, prevalence report and wall seconds."""
+    options = SynthesisOptions(
+        generator=gen_ref, labeller=lab_ref, out_dir=out, num_images=args.archive_images,
+        labels="match-site", seed=args.seed, device=args.device, trust_local_export=True,
+        redraw_severity=redraw, max_attempts_per_patient=args.max_attempts,
+        optimisation=ClassOptimisationSettings(
+            batch_size=args.study_batch, max_steps=args.max_steps,
+            plateau_patience_steps=max(5, args.max_steps // 3), overshoot_logit=overshoot,
+        ),
+        sampling=LocalSamplingSettings(batch_size=64, max_draws_per_image=args.max_draws),
+    )  # fmt: skip
+    began = time.perf_counter()
+    manifest = run_synthesis(prepare_synthesis(options))
+    report = json.loads((out / PREVALENCE_FILE).read_text())
+    return manifest, report, time.perf_counter() - began
+
+
+def probe_macro_auc(archive: Path, cache: Path, labels: list[str]) -> tuple[float, dict]:
+    """Macro AUC on the cache's real test split of per-label pixel logistic regressions."""
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+    from sklearn.linear_model import LogisticRegression
+
+    from shared.stats import roc_auc
+
+    entries = pd.read_csv(archive / "Data_Entry.csv")
+    if entries.empty:
+        return float("nan"), {}
+    x_syn = np.stack([np.asarray(Image.open(archive / "images" / n), dtype=np.float32)
+                      for n in entries["Image Index"]]).reshape(len(entries), -1) / 255  # fmt: skip
+    table = pd.read_csv(cache / "table.csv", dtype={"image_index": str})
+    px = round(x_syn.shape[1] ** 0.5)
+    real = np.load(cache / f"images_{px}px.npy", mmap_mode="r")
+    test = table.split.to_numpy() == "test"
+    x_test = np.asarray(real[test], dtype=np.float32).reshape(int(test.sum()), -1) / 255
+    aucs = {}
+    for label in labels:
+        y = entries["Finding Labels"].str.split("|").apply(lambda ls, lab=label: lab in ls)
+        y_test = table.loc[test, label].to_numpy()
+        if y.nunique() < 2 or y_test.sum() < 5 or (1 - y_test).sum() < 5:
+            continue  # no positives (or negatives) to learn or to score: no AUC
+        probe = LogisticRegression(C=0.01, max_iter=500).fit(x_syn, y.to_numpy())
+        aucs[label] = float(roc_auc(y_test, probe.decision_function(x_test)))
+    return (float(np.mean(list(aucs.values()))) if aucs else float("nan")), aucs
+
+
+def _prevalence_table(report: dict) -> str:
+    lines = ["| label | target (site) | planned | archive | 95% CI (patients) | in CI |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for r in report["labels"]:
+        target = "-" if r["target"] is None else f"{r['target']:.3f}"
+        lines.append(
+            f"| {r['label']} | {target} | {r['planned']:.3f} | {r['achieved']:.3f} | "
+            f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {r['within_ci']} |"
+        )
+    return "\n".join(lines)
+
+
+def _severity_rows(name: str, severity: dict) -> list[str]:
+    rows = []
+    for key in ("drawn_all_starts", "drawn_kept", "achieved_minus_youden_kept"):
+        d = severity[key]
+        if not d.get("n"):
+            rows.append(f"| {name} | {key} | 0 | - | - | - |")
+            continue
+        q = d["quantiles"]
+        rows.append(
+            f"| {name} | {key} | {d['n']} | {q['0.25']:.2f} / {q['0.5']:.2f} / {q['0.75']:.2f} "
+            f"| {d['ks_statistic']:.3f} | {d['ks_pvalue']:.3g} |"
+        )
+    return rows
+
+
+def labels_study(args) -> None:
+    """Item 3 of issue 13: prevalence, severity before/after, the overshoot sweep."""
+    gen_ref, lab_ref = args.generator, args.labeller
+    work = Path(tempfile.mkdtemp(prefix="bench-classopt-"))
+    overshoots = [float(o) for o in args.overshoots.split(",")]
+    sweep, reports = [], {}
+    for overshoot in overshoots:
+        manifest, report, seconds = _archive(gen_ref, lab_ref, work / f"os{overshoot}", args,
+                                             overshoot, redraw=False)  # fmt: skip
+        drawn = sum(c.neighbours_drawn for c in manifest.per_class)
+        rejected = sum(c.neighbours_rejected for c in manifest.per_class)
+        starts = sum(c.starts for c in manifest.per_class)
+        converged = sum(c.converged for c in manifest.per_class)
+        labels = [n for n in manifest.annotated_labels if n != "No Finding"]
+        macro, per_label = probe_macro_auc(work / f"os{overshoot}", args.labels_study, labels)
+        reports[overshoot] = report
+        sweep.append((overshoot, manifest.num_images, manifest.num_patients,
+                      manifest.abandoned_patients, converged, starts, rejected, drawn, macro,
+                      per_label, seconds))  # fmt: skip
+        print(f"overshoot {overshoot}: {manifest.num_images} images in {seconds:.0f} s", flush=True)
+    _, before, seconds = _archive(gen_ref, lab_ref, work / "redraw", args, overshoots[0], True)
+    print(f"\n### Prevalence, target vs archive (overshoot {overshoots[0]})\n")
+    print(_prevalence_table(reports[overshoots[0]]))
+    print(f"\nnote: {reports[overshoots[0]]['target_note'] or '-'}")
+    print("\n### Severity above Youden (logits) vs |N(1, 1)| (quartiles 0.67 / 1.09 / 1.59)\n")
+    print("| retries | what | n | q25 / median / q75 | KS D | KS p |\n|---|---|---|---|---|---|")
+    for row in _severity_rows("redraw (before)", before["severity"]) + _severity_rows(
+        "same severity (after)", reports[overshoots[0]]["severity"]
+    ):
+        print(row)
+    print(f"\nbefore: {before['patients_written']} patients written, "
+          f"{before['patients_abandoned']} abandoned; after: "
+          f"{reports[overshoots[0]]['patients_written']} written, "
+          f"{reports[overshoots[0]]['patients_abandoned']} abandoned")  # fmt: skip
+    print("\n### Overshoot sweep\n")
+    print(
+        "| overshoot (logits) | images | patients | abandoned | centres converged/starts "
+        "| follow-ups rejected | probe macro AUC (real test) | labels in CI | wall s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for o, n_img, n_pat, aband, conv, starts, rej, drawn, macro, _, sec in sweep:
+        within = [r["within_ci"] for r in reports[o]["labels"] if r["within_ci"] is not None]
+        print(f"| {o} | {n_img} | {n_pat} | {aband} | {conv}/{starts} | {rej}/{drawn} "
+              f"({rej / max(drawn, 1):.0%}) | {macro:.3f} | {sum(within)}/{len(within)} "
+              f"| {sec:.0f} |")  # fmt: skip
+    for o, *_, per_label, _ in sweep:
+        print(f"overshoot {o} per-label probe AUC: "
+              + ", ".join(f"{k} {v:.3f}" for k, v in per_label.items()))  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--generator", help="generator export or bundle (default: stand-in)")
@@ -170,7 +309,25 @@ def main() -> None:
     parser.add_argument(
         "--trust-local-export", action="store_true", help="--generator/--labeller are exports"
     )
+    parser.add_argument(
+        "--labels-study",
+        type=Path,
+        metavar="CACHE",
+        help="site cache (ingested): run the prevalence/severity/overshoot study",
+    )
+    parser.add_argument("--archive-images", type=int, default=120)
+    parser.add_argument("--overshoots", default="0,0.5,1.0")
+    parser.add_argument("--max-steps", type=int, default=60)
+    parser.add_argument("--max-attempts", type=int, default=8)
+    parser.add_argument("--study-batch", type=int, default=32)
+    parser.add_argument("--max-draws", type=int, default=4, help="per follow-up image")
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.labels_study:
+        if not (args.generator and args.labeller):
+            parser.error("--labels-study needs --generator and --labeller (real sources)")
+        labels_study(args)
+        return
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         if args.generator and args.labeller:

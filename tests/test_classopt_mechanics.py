@@ -158,8 +158,14 @@ def test_truncated_normal_matches_scipy_truncnorm_and_is_seeded():
 
 def test_severity_jitter_is_abs_normal_1_1_on_top_of_youden():
     settings = ClassOptimisationSettings()
-    jitter = np.array([make_start(t, a, 0, 0.5, 0, settings).threshold_logit - 0.5
-                       for t in range(1000) for a in range(3)])  # fmt: skip
+    jitter = np.array([make_start(t, 0, 0, 0.5, 0, settings).threshold_logit - 0.5
+                       for t in range(3000)])  # fmt: skip
+    # A retry (attempt > 0) keeps its task's severity; only z0 is new.
+    retry = make_start(7, 2, 0, 0.5, 0, settings)
+    assert (
+        retry.threshold_logit - 0.5 == jitter[7]
+        and retry.seed != make_start(7, 0, 0, 0.5, 0, settings).seed
+    )
     assert jitter.min() >= 0
     # E|X| for X ~ N(1, 1): sqrt(2/pi) exp(-1/2) + (1 - 2 Phi(-1)) = 1.1666.
     expected = np.sqrt(2 / np.pi) * np.exp(-0.5) + (1 - 2 * stats.norm.cdf(-1))

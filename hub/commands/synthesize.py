@@ -27,9 +27,15 @@ def synthesize(
     max_steps: int = typer.Option(200, help="give a start up after this many steps"),
     plateau_steps: int = typer.Option(40, help="give up after this many steps without gain"),
     overshoot: float = typer.Option(
-        0.0, help="optimise to T_c + overshoot logits (fewer rejected follow-ups); 0: as published"
+        0.0,
+        help="optimise to T_c + overshoot logits, other callable findings to Youden - overshoot "
+        "(fewer rejected follow-ups, far fewer converged centres: docs/benchmarks.md); "
+        "0: as published",
     ),
     sigma: float = typer.Option(0.2, help="local sampling: std of z* + N(0, sigma^2)"),
+    max_draws: int = typer.Option(
+        50, help="local sampling: draws per follow-up image before a centre is given up"
+    ),
     hub: str | None = typer.Option(None, help="hub address host:port, to pull registry ids"),
     tls_dir: Path = typer.Option(Path("hub-data/tls"), help="ca.crt and <identity>.crt/.key"),
     identity: str = typer.Option("operator", help="whose certificate to pull with"),
@@ -92,7 +98,9 @@ def synthesize(
             batch_size=batch_size, learning_rate=lr, max_steps=max_steps,
             plateau_patience_steps=plateau_steps, overshoot_logit=overshoot,
         ),
-        sampling=LocalSamplingSettings(sigma=sigma, batch_size=batch_size),
+        sampling=LocalSamplingSettings(
+            sigma=sigma, batch_size=batch_size, max_draws_per_image=max_draws
+        ),
         pull_dir=pull_dir,
         override_audit=override_audit,
         trusted=keys,
@@ -103,6 +111,7 @@ def synthesize(
     typer.echo(_audit_line(job.plan.audit))
     manifest = _run_with_progress(job)
     typer.echo(_summary(manifest))
+    typer.echo(_prevalence_summary(out))
 
 
 def _audit_line(decision) -> str:  # type: ignore[no-untyped-def]
@@ -233,4 +242,44 @@ def _summary(manifest) -> str:
         "give-up: starts that plateaued or hit the step limit; no series: converged starts "
         "whose follow-ups were rejected too often"
     )
+    return "\n".join(lines)
+
+
+def _prevalence_summary(out: Path) -> str:
+    """The archive's ``prevalence.json`` as a table: target vs achieved with its CI, severities."""
+    import json
+
+    from hub.synthesis.prevalence import PREVALENCE_FILE
+
+    path = out / PREVALENCE_FILE
+    if not path.is_file():
+        return "prevalence: none (an unlabelled archive)"
+    report = json.loads(path.read_text())
+    lines = [
+        f"{'label':20s} {'target':>7s} {'planned':>7s} {'achieved':>8s} {'95% CI':>15s} within",
+    ]
+    for row in report["labels"]:
+        target = "-" if row["target"] is None else f"{row['target']:.3f}"
+        within = {None: "-", True: "yes", False: "NO"}[row["within_ci"]]
+        ci = f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+        lines.append(
+            f"{row['label']:20s} {target:>7s} {row['planned']:7.3f} {row['achieved']:8.3f} "
+            f"{ci:>15s} {within}"
+        )
+    severity = report["severity"]
+    kept = severity["achieved_minus_youden_kept"]
+    lines += [
+        f"prevalence: share of images; target: {report['target'] or 'none (not match-site)'}; "
+        f"CI: patient bootstrap. {report['target_note']}".rstrip(),
+        f"No Finding images with a finding: {report['no_finding_images_with_a_finding']}; "
+        f"No Finding patients with a finding: {report['no_finding_patients_with_a_finding']}; "
+        f"patients off their target labels: {report['patients_off_target_vector']}",
+    ]
+    if kept.get("n"):
+        lines.append(
+            f"severity (logit above Youden at the optimised centre, {severity['reference']}): "
+            f"median {kept['quantiles']['0.5']:.2f} vs {severity['reference_quantiles']['0.5']:.2f}"
+            f", KS {kept['ks_statistic']:.3f} (n={kept['n']}); drawn for kept patients KS "
+            f"{severity['drawn_kept']['ks_statistic']:.3f}"
+        )
     return "\n".join(lines)

@@ -92,6 +92,9 @@ class PlannedPatient(BaseModel):
     patient_id: int = Field(ge=1, le=99_999_999)
     target_class: str | None
     num_images: int = Field(ge=1, le=999)
+    #: The whole target label vector (``match-site``): its findings, or ["No Finding"];
+    #: every other callable finding must be absent. None: ``target_class`` alone.
+    target_labels: list[str] | None = None
 
 
 class ArchivePlan(BaseModel):
@@ -116,6 +119,10 @@ class ArchivePlan(BaseModel):
     #: The audit decision that cleared the generator (provenance, not content: a resumed
     #: run is cleared again and its decision goes into the manifest).
     audit: AuditDecision | None = None
+    #: ``match-site``: each annotated label's target prevalence (the site's) and a note
+    #: where the joint model could not meet it (``hub.synthesis.joint_labels``).
+    target_prevalence: dict[str, float] = Field(default_factory=dict)
+    target_note: str = ""
 
     def differences(self, other: ArchivePlan) -> list[str]:
         """Names of the fields where ``other`` differs (the audit decision aside)."""
@@ -151,6 +158,9 @@ class PatientRecord(BaseModel):
     neighbours_drawn: int = 0
     neighbours_rejected: int = 0
     images: list[ImageRecord]
+    target_labels: list[str] | None = None
+    severity_logit: dict[str, float] = Field(default_factory=dict)  # drawn: T_c - Youden
+    centre_minus_youden_logit: dict[str, float] = Field(default_factory=dict)  # achieved
 
 
 @dataclass
@@ -273,11 +283,20 @@ class ArchiveWriter:
         self._append(record.model_dump(mode="json"))
         return record
 
-    def finalise(self, state: JournalState, per_class: list[ClassSummary]) -> ArchiveManifest:
-        """Write the CSVs, checksums and manifest (last); remove images no record names."""
+    def finalise(
+        self,
+        state: JournalState,
+        per_class: list[ClassSummary],
+        reports: dict[str, Any] | None = None,
+    ) -> ArchiveManifest:
+        """Write the CSVs, checksums, ``reports`` (name → JSON) and manifest (last)."""
         patients = [state.patients[pid] for pid in sorted(state.patients)]
         self._remove_strays({im.image_index for p in patients for im in p.images})
+        for name, content in (reports or {}).items():
+            data = json.dumps(content, indent=1, allow_nan=True).encode()
+            atomic_write_bytes(self.out_dir / name, data)
         files = {
+            **{name: _digest(self.out_dir / name) for name in (reports or {})},
             DATA_ENTRY_FILE: self._write_csv(
                 DATA_ENTRY_FILE, DATA_ENTRY_COLUMNS, _entry_rows(patients)
             ),
@@ -290,7 +309,9 @@ class ArchiveWriter:
             label for p in patients for im in p.images for label in im.finding_labels.split("|")
         )
         manifest = ArchiveManifest(
-            **self.plan.model_dump(exclude={"schema_version", "patients"}),
+            **self.plan.model_dump(
+                exclude={"schema_version", "patients", "target_prevalence", "target_note"}
+            ),
             num_images=sum(len(p.images) for p in patients),
             num_patients=len(patients),
             abandoned_patients=len(state.abandoned),

@@ -19,6 +19,22 @@ batch of ``B`` slots runs that loop together on one device:
 ``overshoot_logit`` (default 0, Algorithm 1 as published) makes a start go on to
 ``T_c + overshoot`` before it retires; local sampling still keeps follow-ups at ``T_c``,
 so fewer of them fall below it (a latent that just crossed ``T_c`` sits on the boundary).
+
+A start may carry a whole target label vector (``--labels match-site``): more findings
+to reach (``also``: each with its own jittered threshold) and findings to stay *below*
+their Youden threshold (``below``: the labeller must not call them; for a No Finding
+target, every callable finding). The ascent then maximises the summed shortfall
+
+    s(z) = Σ_pos min(F_c(G(z)) - T_c - o, 0) + Σ_neg min(Y_c - o - F_c(G(z)), 0)
+
+(``o``: the overshoot), which is ``min(F_c - T_c - o, 0)`` for a one-class start, so
+Algorithm 1 is the special case; a start converges when ``s = 0`` with every negative
+strictly below its ceiling.
+
+Severity and retries: the jitter of a task is drawn once, from the task's seed, and
+every retry of the task keeps it (only ``z0`` is redrawn). Redrawing it on retry (the
+behaviour before, ``redraw_severity=True``) keeps the severities that converge easily:
+hard, severe targets fail more, are redrawn milder, and kept patients skew mild.
 """
 
 from __future__ import annotations
@@ -26,7 +42,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -44,6 +60,7 @@ __all__ = [
     "GaveUp",
     "Start",
     "make_start",
+    "severity_jitter",
     "start_seed",
     "truncated_normal",
 ]
@@ -81,8 +98,14 @@ class Start:
     task: int  # the caller's id (a synthetic patient)
     attempt: int  # 0 for the first start of a task, then 1, 2, ...
     target: int  # class index in the labeller's output
-    seed: int  # seeds z0 and the severity jitter
+    seed: int  # seeds z0 (and, with redraw_severity, the jitter)
     threshold_logit: float  # T_c for this start
+    also: tuple[tuple[int, float], ...] = ()  # more findings to reach: (class, T_c)
+    below: tuple[tuple[int, float], ...] = ()  # findings not to call: (class, Youden)
+
+    def positives(self) -> tuple[tuple[int, float], ...]:
+        """Every ``(class, T_c)`` this start must reach, the primary target first."""
+        return ((self.target, self.threshold_logit), *self.also)
 
 
 @dataclass(frozen=True)
@@ -91,8 +114,9 @@ class Converged:
 
     start: Start
     z: torch.Tensor  # [z_dim], CPU
-    logit: float
+    logit: float  # the primary target's
     steps: int
+    logits: tuple[float, ...] = ()  # every class's logit at z
 
 
 @dataclass(frozen=True)
@@ -101,7 +125,7 @@ class GaveUp:
 
     start: Start
     reason: Literal["plateau", "step_limit"]
-    best_logit: float
+    best_logit: float  # T_c + o + the best shortfall s (one-class start: its best logit)
     steps: int
 
 
@@ -117,6 +141,14 @@ def truncated_normal(seed: int, z_dim: int, truncation: float = 0.7) -> torch.Te
     return torch.nn.init.trunc_normal_(z, 0.0, 1.0, -truncation, truncation, generator=generator)
 
 
+def severity_jitter(
+    base_seed: int, task: int, count: int, settings: ClassOptimisationSettings
+) -> np.ndarray:
+    """``count`` draws of ``|N(severity_mean, severity_std)|`` for ``task`` (any attempt)."""
+    rng = np.random.default_rng([start_seed(base_seed, task, 0), 1])  # apart from z0's stream
+    return np.abs(rng.normal(settings.severity_mean_logit, settings.severity_std_logit, count))
+
+
 def make_start(
     task: int,
     attempt: int,
@@ -124,12 +156,31 @@ def make_start(
     youden_logit: float,
     base_seed: int,
     settings: ClassOptimisationSettings,
+    *,
+    also_youden: Sequence[tuple[int, float]] = (),
+    below: Sequence[tuple[int, float]] = (),
+    redraw_severity: bool = False,
 ) -> Start:
-    """A start whose threshold is Youden's plus ``|N(severity_mean, severity_std)|``."""
+    """A start whose thresholds are Youden's plus ``|N(severity_mean, severity_std)|``.
+
+    ``target``/``youden_logit`` and ``also_youden`` (class, Youden) are the findings to
+    reach, each with its own jitter; ``below`` (class, Youden) those to stay under. The
+    jitter is the task's (:func:`severity_jitter`), the same for every attempt, unless
+    ``redraw_severity`` (the biased behaviour before; kept to measure it) draws anew.
+    """
     seed = start_seed(base_seed, task, attempt)
-    rng = np.random.default_rng([seed, 1])  # a stream apart from z0's
-    jitter = abs(rng.normal(settings.severity_mean_logit, settings.severity_std_logit))
-    return Start(task, attempt, target, seed, float(youden_logit + jitter))
+    count = 1 + len(also_youden)
+    if redraw_severity:
+        rng = np.random.default_rng([seed, 1])
+        mean, std = settings.severity_mean_logit, settings.severity_std_logit
+        jitter = np.abs(rng.normal(mean, std, count))
+    else:
+        jitter = severity_jitter(base_seed, task, count, settings)
+    also = tuple((c, float(y + j)) for (c, y), j in zip(also_youden, jitter[1:], strict=True))
+    return Start(
+        task, attempt, target, seed, float(youden_logit + jitter[0]), also,
+        tuple((c, float(y)) for c, y in below),
+    )  # fmt: skip
 
 
 @dataclass
@@ -184,6 +235,31 @@ class _Slots:
         self.target = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.threshold = torch.zeros(batch_size, device=device)
         self.starts: list[Start | None] = [None] * batch_size
+        # Per-class floors (T_c, -inf: none) and ceilings (Youden, +inf: none), [B, C],
+        # allocated at the first step (when the labeller's class count is known).
+        self.lower: torch.Tensor | None = None
+        self.upper: torch.Tensor | None = None
+
+    def bounds(self, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``lower, upper`` ``[B, C]``, built for every occupied slot on first use."""
+        if self.lower is None or self.upper is None:
+            shape = (len(self.starts), num_classes)
+            self.lower = torch.full(shape, -torch.inf, device=self.z.device)
+            self.upper = torch.full(shape, torch.inf, device=self.z.device)
+            for slot in self.occupied():
+                self._set_bounds(slot)
+        return self.lower, self.upper
+
+    def _set_bounds(self, slot: int) -> None:
+        start = self.starts[slot]
+        if self.lower is None or self.upper is None or start is None:
+            return
+        self.lower[slot] = -torch.inf
+        self.upper[slot] = torch.inf
+        for c, threshold in start.positives():
+            self.lower[slot, c] = threshold
+        for c, ceiling in start.below:
+            self.upper[slot, c] = ceiling
 
     def load(self, slot: int, start: Start, z0: torch.Tensor) -> None:
         self.z[slot] = z0
@@ -195,6 +271,7 @@ class _Slots:
         self.target[slot] = start.target
         self.threshold[slot] = start.threshold_logit
         self.starts[slot] = start
+        self._set_bounds(slot)
 
     def occupied(self) -> list[int]:
         return [i for i, s in enumerate(self.starts) if s is not None]
@@ -267,18 +344,22 @@ class BatchedClassOptimiser:
         cfg = self.settings
         z = slots.z[rows].detach().requires_grad_(True)
         with torch.enable_grad():
-            logit = self.target_logits(z, slots.target[rows])
-            (grad,) = torch.autograd.grad(logit.sum(), z)
-        logit = logit.detach()
+            logits = self.labeller(self.G(z))
+            lower, upper = slots.bounds(logits.shape[1])
+            floor, ceiling = lower[rows] + cfg.overshoot_logit, upper[rows] - cfg.overshoot_logit
+            shortfall = (logits - floor).clamp(max=0) + (ceiling - logits).clamp(max=0)
+            score = shortfall.sum(1)  # s(z) <= 0; 0 once every bound holds
+            (grad,) = torch.autograd.grad(score.sum(), z)
+        logits, score = logits.detach(), score.detach()
         # Plateau bookkeeping, then retire the converged and the hopeless.
-        improved = logit > slots.best[rows] + cfg.plateau_min_delta_logit
-        slots.best[rows] = torch.where(improved, logit, slots.best[rows])
+        improved = score > slots.best[rows] + cfg.plateau_min_delta_logit
+        slots.best[rows] = torch.where(improved, score, slots.best[rows])
         slots.since_best[rows] = torch.where(improved, 0, slots.since_best[rows] + 1)
-        done = logit >= slots.threshold[rows] + cfg.overshoot_logit
+        done = ((logits >= floor) & (logits < ceiling)).all(1)
         stalled = slots.since_best[rows] >= cfg.plateau_patience_steps
         exhausted = slots.steps[rows] >= cfg.max_steps
         retire = done | stalled | exhausted
-        yield from self._retire(slots, rows, logit, done, stalled, retire)
+        yield from self._retire(slots, rows, logits, done, stalled, retire)
         # Adam ascent for the rest.
         keep = ~retire
         self._adam_ascent(slots, rows[keep], grad[keep])
@@ -287,7 +368,7 @@ class BatchedClassOptimiser:
         self,
         slots: _Slots,
         rows: torch.Tensor,
-        logit: torch.Tensor,
+        logits: torch.Tensor,
         done: torch.Tensor,
         stalled: torch.Tensor,
         retire: torch.Tensor,
@@ -295,7 +376,8 @@ class BatchedClassOptimiser:
         z_cpu = slots.z[rows].detach().cpu()
         steps = slots.steps[rows].tolist()
         best = slots.best[rows].tolist()
-        logits, done_l, stalled_l = logit.tolist(), done.tolist(), stalled.tolist()
+        rows_l, done_l, stalled_l = logits.tolist(), done.tolist(), stalled.tolist()
+        overshoot = self.settings.overshoot_logit
         for i, (slot, retired) in enumerate(zip(rows.tolist(), retire.tolist(), strict=True)):
             if not retired:
                 continue
@@ -303,12 +385,13 @@ class BatchedClassOptimiser:
             assert start is not None
             slots.starts[slot] = None
             if done_l[i]:
-                yield Converged(start, z_cpu[i].clone(), logits[i], steps[i])
+                row = tuple(rows_l[i])
+                yield Converged(start, z_cpu[i].clone(), row[start.target], steps[i], row)
             else:
                 reason: Literal["plateau", "step_limit"] = (
                     "plateau" if stalled_l[i] else "step_limit"
                 )
-                yield GaveUp(start, reason, best[i], steps[i])
+                yield GaveUp(start, reason, start.threshold_logit + overshoot + best[i], steps[i])
 
     def _adam_ascent(self, slots: _Slots, rows: torch.Tensor, grad: torch.Tensor) -> None:
         if rows.numel() == 0:

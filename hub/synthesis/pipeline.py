@@ -36,9 +36,11 @@ from hub.synthesis.class_optimisation import (
     GaveUp,
     Start,
     make_start,
+    severity_jitter,
     start_seed,
     truncated_normal,
 )
+from hub.synthesis.joint_labels import fit_joint_model, plan_label_vectors, site_prevalence
 from hub.synthesis.local_sampling import (
     LocalSamplingSettings,
     PatientRequest,
@@ -46,6 +48,7 @@ from hub.synthesis.local_sampling import (
     finding_labels,
     sample_patients,
 )
+from hub.synthesis.prevalence import PREVALENCE_FILE, prevalence_rows, severity_summary
 from hub.synthesis.sources import (
     GeneratorSource,
     LabellerSource,
@@ -67,6 +70,7 @@ __all__ = [
     "SynthesisJob",
     "SynthesisOptions",
     "prepare_synthesis",
+    "prevalence_report",
     "run_synthesis",
     "synthesize",
     "usable_thresholds",
@@ -76,6 +80,9 @@ log = logging.getLogger("radshare.hub.synthesis")
 
 #: ``progress(images_written)`` after each patient.
 Progress = Callable[[int], None]
+
+#: The "threshold" of a start with no class to reach (No Finding, not callable): none.
+_NO_FLOOR_LOGIT = -1e9
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,14 @@ class SynthesisOptions:
     optimisation: ClassOptimisationSettings = field(default_factory=ClassOptimisationSettings)
     sampling: LocalSamplingSettings = field(default_factory=LocalSamplingSettings)
     max_attempts_per_patient: int = 20
+    #: Redraw the severity jitter on every retry: the biased behaviour before (hard,
+    #: severe targets fail, are redrawn milder, and kept patients skew mild); only to measure.
+    redraw_severity: bool = False
+    #: Retries that keep the patient's drawn severity (new z0 only); later attempts, up to
+    #: ``max_attempts_per_patient``, redraw it so that a severity the generator cannot
+    #: reach does not cost the patient (and its labels, the archive's prevalence). The
+    #: report counts such patients and measures what is left of the bias.
+    severity_kept_attempts: int = 10
     min_labeller_val_auc: float = 0.5
     pull_dir: Path = Path("pulled")
     override_audit: str | None = None  # --override-audit: recorded, and in the manifest
@@ -143,7 +158,38 @@ def _settings_for_plan(options: SynthesisOptions) -> dict:
         "sampling": sampling,
         "max_attempts_per_patient": options.max_attempts_per_patient,
         "min_labeller_val_auc": options.min_labeller_val_auc,
+        "redraw_severity": options.redraw_severity,
+        "severity_kept_attempts": options.severity_kept_attempts,
     }
+
+
+def _site_prevalence(
+    generator: GeneratorSource, labeller: LabellerSource
+) -> dict[str, float] | None:
+    """The site's prevalence per label: the generator's counts, else the labeller's; None."""
+    if generator.counts_per_label and generator.num_train_images:
+        return site_prevalence(generator.counts_per_label, generator.num_train_images)
+    train = labeller.card.data.images_per_split.get("train")
+    if train:
+        return site_prevalence({c.name: c.train_positives for c in labeller.card.classes}, train)
+    return None
+
+
+def _joint_targets(
+    options: SynthesisOptions,
+    generator: GeneratorSource,
+    labeller: LabellerSource,
+    judgeable: Sequence[str],
+    num_patients: int,
+) -> tuple[list[tuple[str, ...]], dict[str, float], str] | None:
+    """match-site label vectors, the target prevalence and a note; None without site counts."""
+    prevalence = _site_prevalence(generator, labeller)
+    findings = [n for n in judgeable if n != NO_FINDING]
+    if prevalence is None or not findings:
+        return None
+    model = fit_joint_model(prevalence, findings)
+    vectors = plan_label_vectors(num_patients, model, options.seed)
+    return vectors, model.marginals(), model.note
 
 
 def _plan(
@@ -158,18 +204,31 @@ def _plan(
         c.name for c, t in zip(labeller.card.classes, thresholds, strict=True) if t is not None
     ]
     labeller_counts = {c.name: c.train_positives for c in labeller.card.classes}
+    joint = None
+    if not options.unlabelled and options.labels == "match-site":
+        joint = _joint_targets(options, generator, labeller, judgeable, len(sizes))
+    vectors: Sequence[tuple[str, ...] | None] = [None] * len(sizes)
+    prevalence: dict[str, float] = {}
+    note = ""
     if options.unlabelled:
         weights: dict[str, float] = {}
         targets: Sequence[str | None] = [None] * len(sizes)
+    elif joint is not None:
+        vectors, prevalence, note = joint
+        targets = [_primary(v, labeller.card.labeller_config.class_names) for v in vectors]
+        weights = {n: targets.count(n) / len(targets) for n in judgeable if n in targets}
     else:
         weights = target_weights(
             options.labels, judgeable, generator.counts_per_label, labeller_counts
         )
         targets = allocate_targets(len(sizes), weights, options.seed)
     patients = [
-        PlannedPatient(patient_id=i + 1, target_class=t, num_images=k)
-        for i, (t, k) in enumerate(zip(targets, sizes, strict=True))
-    ]
+        PlannedPatient(
+            patient_id=i + 1, target_class=t, num_images=k,
+            target_labels=None if v is None else list(v),
+        )
+        for i, (t, k, v) in enumerate(zip(targets, sizes, vectors, strict=True))
+    ]  # fmt: skip
     return ArchivePlan(
         generator_id=generator.artifact_id,
         labeller_id=labeller.artifact_id,
@@ -185,7 +244,14 @@ def _plan(
         settings=_settings_for_plan(options),
         patients=patients,
         audit=audit,
+        target_prevalence=prevalence,
+        target_note=note,
     )
+
+
+def _primary(vector: Sequence[str], class_names: Sequence[str]) -> str:
+    """A label vector's primary target: its first label in the labeller's output order."""
+    return min(vector, key=list(class_names).index)
 
 
 def prepare_synthesis(
@@ -253,7 +319,8 @@ def run_synthesis(job: SynthesisJob, progress: Progress | None = None) -> Archiv
         run.unlabelled(todo)
     else:
         run.labelled(todo)
-    manifest = writer.finalise(state, _class_summaries(job, state))
+    reports = {} if job.plan.unlabelled else {PREVALENCE_FILE: prevalence_report(job, state)}
+    manifest = writer.finalise(state, _class_summaries(job, state), reports)
     log.info("archive done: %d images, %d patients", manifest.num_images, manifest.num_patients)
     return manifest
 
@@ -302,14 +369,37 @@ class _Run:
             centres = []
 
     def _start(self, patient_id: int) -> Start:
-        target = self.planned[patient_id].target_class
-        assert target is not None
-        c = self.class_index[target]
-        youden = self.job.youden[c]
-        assert youden is not None
-        attempt = self.state.failures[patient_id]
-        settings = self.job.options.optimisation
-        return make_start(patient_id, attempt, c, youden, self.job.plan.seed, settings)
+        """The next start of a patient: its target labels, the task's severity, a new z0.
+
+        Positives: the target labels the labeller can call (No Finding's own class when
+        it is callable). Negatives: every other callable finding, for a label-vector
+        target or a No Finding one (a No Finding patient carries no finding).
+        """
+        planned = self.planned[patient_id]
+        assert planned.target_class is not None
+        labels = planned.target_labels or [planned.target_class]
+        youden = self.job.youden
+        positives = [
+            (c, y) for c, y in ((self.class_index[n], youden[self.class_index[n]]) for n in labels)
+            if y is not None
+        ]  # fmt: skip
+        below: list[tuple[int, float]] = []
+        if planned.target_labels is not None or planned.target_class == NO_FINDING:
+            names = self.job.class_names
+            below = [
+                (c, y)
+                for c, (n, y) in enumerate(zip(names, youden, strict=True))
+                if y is not None and n != NO_FINDING and n not in labels
+            ]
+        if not positives:  # No Finding without a callable No Finding class: negatives only
+            positives = [(self.class_index[NO_FINDING], _NO_FLOOR_LOGIT)]
+        (c, y), *also = positives
+        attempt, options = self.state.failures[patient_id], self.job.options
+        redraw = options.redraw_severity or attempt >= options.severity_kept_attempts
+        return make_start(
+            patient_id, attempt, c, y, self.job.plan.seed, options.optimisation,
+            also_youden=also, below=below, redraw_severity=redraw,
+        )  # fmt: skip
 
     def _failed(self, start: Start, details: dict) -> None:
         event = {"patient_id": start.task, "target_class": self.job.class_names[start.target],
@@ -330,14 +420,7 @@ class _Run:
     def _sample_around(self, centres: Sequence[Converged]) -> None:
         if not centres:
             return
-        requests = [
-            PatientRequest(
-                task=c.start.task, z_centre=c.z, num_images=self.planned[c.start.task].num_images,
-                seed=start_seed(c.start.seed, 0, 1), target=c.start.target,
-                threshold_logit=c.start.threshold_logit,
-            )
-            for c in centres
-        ]  # fmt: skip
+        requests = [self._request(c) for c in centres]
         for centre, series in zip(centres, self._sample(requests), strict=True):
             if series.complete:
                 self._write(series, centre)
@@ -345,6 +428,30 @@ class _Run:
                 self._failed(centre.start, {"event": "sampling_failure", "steps": centre.steps,
                                             "drawn": series.num_drawn,
                                             "rejected": series.num_rejected})  # fmt: skip
+
+    def _request(self, centre: Converged) -> PatientRequest:
+        """The follow-ups to draw around a converged centre, and what each must show.
+
+        A one-class target keeps follow-ups at its ``T_c`` (as before; a No Finding one
+        also with no finding called). A label-vector target (match-site) keeps follow-ups
+        whose *labels* are the target's: every target finding at or above its Youden
+        threshold, every other callable finding below it (Segal et al. §4.3: "the same set
+        of diagnoses"); the severity is the centre's.
+        """
+        start = centre.start
+        floor = start.threshold_logit
+        also = start.also
+        if self.planned[start.task].target_labels is not None:
+            youden = self.job.youden
+            primary = youden[start.target]
+            floor = start.threshold_logit if primary is None else primary
+            also = tuple((c, youden[c] or 0.0) for c, _ in start.also)
+        return PatientRequest(
+            task=start.task, z_centre=centre.z, num_images=self.planned[start.task].num_images,
+            seed=start_seed(start.seed, 0, 1), target=start.target,
+            threshold_logit=floor,
+            also=also, below=start.below,
+        )  # fmt: skip
 
     # Unlabelled: series around prior draws, labelled afterwards.
 
@@ -381,9 +488,19 @@ class _Run:
             )
             for follow_up, logits in enumerate(series.logits[: request.num_images])
         ]
+        names, youden = self.job.class_names, self.job.youden
+        positives = () if centre is None else centre.start.positives()
+        positives = tuple((c, t) for c, t in positives if t != _NO_FLOOR_LOGIT)
         record = PatientRecord(
             patient_id=request.task,
             target_class=None if target is None else self.job.class_names[target],
+            target_labels=self.planned[request.task].target_labels,
+            severity_logit={names[c]: t - (youden[c] or 0.0) for c, t in positives},
+            centre_minus_youden_logit={
+                names[c]: centre.logits[c] - (youden[c] or 0.0)
+                for c, _ in positives
+                if centre is not None and centre.logits
+            },
             attempt=0 if centre is None else centre.start.attempt,
             seed=request.seed if centre is None else centre.start.seed,
             threshold_logit=request.threshold_logit,
@@ -438,3 +555,65 @@ def _class_summaries(job: SynthesisJob, state: JournalState) -> list[ClassSummar
             steps.get(s.target_class, 0) / s.converged if s.converged else None
         )
     return [summaries[name] for name in sorted(summaries)]
+
+
+def prevalence_report(job: SynthesisJob, state: JournalState) -> dict:
+    """``prevalence.json``: labels target vs planned vs achieved, exclusivity, severities."""
+    plan, written = job.plan, [state.patients[pid] for pid in sorted(state.patients)]
+    labels = plan.annotated_labels
+    rows = prevalence_rows(
+        labels,
+        [(p.target_labels or [p.target_class or ""], [im.finding_labels for im in p.images])
+         for p in written],
+        [(p.target_labels or [p.target_class or ""], p.num_images) for p in plan.patients],
+        plan.target_prevalence, seed=plan.seed,
+    )  # fmt: skip
+    nf_images = sum(
+        NO_FINDING in im.finding_labels.split("|") and im.finding_labels != NO_FINDING
+        for p in written for im in p.images
+    )  # fmt: skip
+    nf_patients = sum(
+        (p.target_labels or [p.target_class or ""]) == [NO_FINDING]
+        and any(im.finding_labels != NO_FINDING for im in p.images)
+        for p in written
+    )  # fmt: skip
+    off_target = sum(
+        p.target_labels is not None
+        and any(set(im.finding_labels.split("|")) != set(p.target_labels) for im in p.images)
+        for p in written
+    )  # fmt: skip
+    cfg = job.options.optimisation
+    drawn_all = [s for p in plan.patients for s in _planned_severities(job, p)]
+    return {
+        "unit": "images; CI: 95% percentile bootstrap over patients",
+        "target": "the site's prevalence (generator manifest)" if plan.target_prevalence else None,
+        "target_note": plan.target_note,
+        "labels": rows,
+        "no_finding_images_with_a_finding": int(nf_images),
+        "no_finding_patients_with_a_finding": int(nf_patients),
+        "patients_off_target_vector": int(off_target),
+        "patients_written": len(written),
+        "patients_abandoned": len(state.abandoned),
+        "patients_with_redrawn_severity": sum(
+            (job.options.redraw_severity and p.attempt > 0)
+            or p.attempt >= job.options.severity_kept_attempts
+            for p in written
+        ),
+        "severity": severity_summary(
+            drawn_all,
+            [s for p in written for s in p.severity_logit.values()],
+            [s for p in written for s in p.centre_minus_youden_logit.values()],
+            cfg.severity_mean_logit,
+            cfg.severity_std_logit,
+        ),
+    }
+
+
+def _planned_severities(job: SynthesisJob, patient: PlannedPatient) -> list[float]:
+    """The severity jitter a planned patient's first start draws (one per callable positive)."""
+    labels = patient.target_labels or [patient.target_class or ""]
+    count = sum(
+        n in job.class_names and job.youden[job.class_names.index(n)] is not None for n in labels
+    )
+    jitter = severity_jitter(job.plan.seed, patient.patient_id, count, job.options.optimisation)
+    return [float(j) for j in jitter]

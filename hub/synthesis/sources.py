@@ -68,6 +68,7 @@ class GeneratorSource:
     label_space: tuple[str, ...]
     counts_per_label: Mapping[str, int] = field(default_factory=dict)
     site_id: str | None = None  # from a signed bundle's manifest; None for an export
+    num_train_images: int | None = None  # the denominator of counts_per_label (None: unknown)
 
     @property
     def config(self) -> GeneratorConfig:
@@ -126,6 +127,7 @@ def _generator_from_export(folder: Path) -> GeneratorSource:
         where=str(json_path),
         label_space=tuple(data.get("label_space") or NIH_LABELS),
         counts_per_label=dict(data.get("counts_per_label") or {}),
+        num_train_images=data.get("num_train_images"),
     )
 
 
@@ -169,6 +171,7 @@ def resolve_generator(
             label_space=tuple(signed.model.label_space),
             counts_per_label=dict(signed.model.data.counts_per_label),
             site_id=signed.model.site_id,
+            num_train_images=signed.model.data.num_images,
         )
     folder = _export_folder(path, GENERATOR_EXPORT_JSON)
     if folder is None:

@@ -2,9 +2,12 @@
 
 ``--labels`` chooses the mix of target classes:
 
-* ``match-site``: proportional to the site's training counts per class (the
-  generator's ``data.counts_per_label``; the labeller's training positives when the
-  generator states none), so the archive resembles the site (Segal et al. §4.5);
+* ``match-site``: the site's own prevalence, label by label, co-occurring findings
+  included: each patient gets a whole target label vector from the max-entropy joint
+  law of the site's marginal counts (``hub.synthesis.joint_labels``; the generator's
+  ``data.counts_per_label`` over its training images, else the labeller's training
+  positives). Only when neither states a number of images: one class per patient,
+  proportional to the counts (below), as Segal et al. §4.5;
 * ``balanced``: the same share for every class;
 * a file: a CSV with columns ``label,weight`` (or a JSON object ``{label: weight}``).
 
