@@ -18,6 +18,7 @@ import argparse
 import functools
 import json
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -80,6 +81,7 @@ def run_demo(config: DemoConfig, options: DemoOptions | None = None) -> int:
     state = DemoState(layout.state, _fingerprint(config))
     _write_json(layout.config, config.model_dump(mode="json"))
     ctx = DemoContext(config, config.resolved_settings(), layout)
+    _limit_threads(ctx.settings.torch_threads)
     log.info("demo: profile %s, %d sites, output %s", config.profile, len(config.sites), layout.out)
 
     # Make the consortium's TLS material: a CA, the hub, one identity per site, operator.
@@ -104,6 +106,13 @@ def run_demo(config: DemoConfig, options: DemoOptions | None = None) -> int:
     code = _finish(state, report, time.monotonic() - started)
     lock.close()
     return code
+
+
+def _limit_threads(threads: int) -> None:
+    """Every child process (steps and services) gets ``threads`` OMP/MKL threads, unless set."""
+    if threads > 0:
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(name, str(threads))
 
 
 def _needs_services(ctx: DemoContext, state: DemoState) -> bool:

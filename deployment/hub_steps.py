@@ -101,7 +101,7 @@ def federated_task(
 
     log = logging.getLogger("radshare.deployment.demo")
 
-    last_logged = {"status": "", "at_s": 0.0}
+    last_logged: dict[str, Any] = {"status": "", "at_s": 0.0}
 
     def progress(elapsed_s: float, status: str) -> None:
         if status != last_logged["status"] or elapsed_s - float(last_logged["at_s"]) >= 30.0:
@@ -232,7 +232,7 @@ def train_classifiers(ctx: DemoContext, state: Any) -> dict[str, Any]:
         argv += ["--hub-key", str(ctx.layout.hub_signing_key)]  # the hub's key, in the keyring
         argv += ["--max-epochs", str(s.classifier_epochs), "--seed", str(ctx.config.seed)]
         argv += ["--resolution-px", str(s.pggan_resolution_px), "--accelerator", s.accelerator]
-        if s.accelerator == "cpu":
+        if s.classifier_small_network:
             argv.append("--small-network")
         if name != "pooled":
             argv += ["--site-id", name]
@@ -359,7 +359,7 @@ def federated_evaluate(
         tag = name if name == "pooled" else f"synthetic:{name}"
         argv += ["--classifier", f"{tag}={Path(run) / 'bundle'}"]
     argv += ["--real-baseline", "--epochs", str(ctx.settings.classifier_epochs)]
-    argv += ["--resamples", "1000", "--app-dir", str(app_dir)]
+    argv += ["--resamples", str(ctx.settings.evaluation_resamples), "--app-dir", str(app_dir)]
     # registered at the hub first (operator); each site pulls and verifies them itself
     argv += ["--hub", str(consortium.hub_address), "--tls-dir", str(consortium.tls_dir)]
     argv += ["--keyring", str(ctx.layout.hub / "consortium-keyring.json")]

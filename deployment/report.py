@@ -1,6 +1,9 @@
 """The demo's HTML report: one self-contained ``<out>/report/index.html`` with every section.
 
-Sections, in order: what ran (every step, its status, seconds and error), synthetic
+Sections, in order: at a glance (per site: real and synthetic images side by side, label
+prevalence, real-only / site-synthetic / pooled AUCs, the demo's targets; see
+:mod:`deployment.glance`, which also writes ``results.json``), what the demo cannot afford,
+what ran (every step, its status, seconds and error), synthetic
 sample grids per site (drawn at the hub from the pulled, signature-checked generator),
 label prevalence real versus synthetic with 95% CIs, memorisation audit histograms, the
 classifier comparison table, and where the logs are. A section whose inputs are missing
@@ -20,17 +23,30 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from deployment.glance import (
+    GLANCE_TITLE,
+    LIMITS_TITLE,
+    demo_results,
+    glance_section,
+    limits_section,
+)
 from deployment.site_steps import DemoContext
 from deployment.state import DemoState
 from hub.quality.prevalence import PrevalenceCI, plot_prevalence, prevalence_ci
 from hub.quality.report import Section, write_report
+from shared.fileio import atomic_write_text
 from shared.labels import NIH_LABELS
 
-__all__ = ["SECTION_TITLES", "write_demo_report"]
+__all__ = ["RESULTS_FILE", "SECTION_TITLES", "write_demo_report"]
+
+#: ``<out>/report/results.json``: the first screen's numbers and threshold checks.
+RESULTS_FILE = "results.json"
 
 log = logging.getLogger("radshare.demo.report")
 
 SECTION_TITLES = (
+    GLANCE_TITLE,
+    LIMITS_TITLE,
     "What ran",
     "Synthetic samples per site",
     "Label prevalence: real versus synthetic",
@@ -66,7 +82,7 @@ def _steps_section(state: DemoState, elapsed_s: float, ctx: DemoContext) -> Sect
         "Each site kept its images, labels, cache, discriminator and audit panel; what left "
         "a site: the signed G_ema bundle, the audit's aggregate numbers, federated replies.",
     ]
-    return Section(SECTION_TITLES[0], text, [("Steps", ["step", "status", "s", "error"], rows)])
+    return Section(SECTION_TITLES[2], text, [("Steps", ["step", "status", "s", "error"], rows)])
 
 
 def _hub_grid(bundle: Path, hub_root: Path, seed: int, num_images: int = 32) -> np.ndarray:
@@ -96,7 +112,7 @@ def _grid(images: np.ndarray, columns: int = 8) -> np.ndarray:
 
 
 def _samples_section(ctx: DemoContext, state: DemoState) -> Section:
-    section = Section(SECTION_TITLES[1])
+    section = Section(SECTION_TITLES[3])
     for site in ctx.config.sites:
         pulled = state.outputs(f"hub.pull.{site.site_id}").get("bundle")
         try:
@@ -154,7 +170,7 @@ def _counts_as_labels(num_images: int, counts: dict[str, int]) -> np.ndarray:
 
 
 def _prevalence_section(ctx: DemoContext, state: DemoState) -> Section:
-    section = Section(SECTION_TITLES[2])
+    section = Section(SECTION_TITLES[4])
     section.paragraphs.append(
         "Real: the training-set counts in each generator's manifest (what the hub receives). "
         "Synthetic: the archive's Finding Labels. 95% percentile bootstrap CIs (10,000 resamples)."
@@ -213,7 +229,7 @@ def _histogram_figure(title: str, histograms: dict[str, dict[str, Any]]) -> Figu
 
 
 def _audit_section(ctx: DemoContext, state: DemoState) -> Section:
-    section = Section(SECTION_TITLES[3])
+    section = Section(SECTION_TITLES[5])
     local: dict[str, dict[str, Any]] = {}
     rows: list[list[object]] = []
     for site in ctx.config.sites:
@@ -283,10 +299,10 @@ def _macro_auc_rows(
 
 
 def _comparison_section(ctx: DemoContext, state: DemoState) -> Section:
-    section = Section(SECTION_TITLES[4])
+    section = Section(SECTION_TITLES[6])
     record = state.get("hub.federated-evaluate")
     table = (record.outputs.get("table") if record else None) or None
-    if not table:
+    if not table or record is None:
         why = _why_missing(state, "hub.classifiers", "hub.federated-evaluate")
         section.paragraphs.append(f"No comparison table, because {why}.")
         return section
@@ -312,14 +328,22 @@ def _logs_section(ctx: DemoContext, state: DemoState) -> Section:
     services = state.outputs("services")
     rows: list[list[object]] = [[k, str(v)] for k, v in services.items() if k != "logs"]
     return Section(
-        SECTION_TITLES[5], text, [("Services of the last run", ["service", "address"], rows)]
+        SECTION_TITLES[7], text, [("Services of the last run", ["service", "address"], rows)]
     )
 
 
 def write_demo_report(ctx: DemoContext, state: DemoState, *, elapsed_s: float) -> Path:
     """Write ``<out>/report/index.html`` with every section (missing inputs explained)."""
     ctx.layout.report.mkdir(parents=True, exist_ok=True)
+    try:
+        results = demo_results(ctx, state, elapsed_s)
+    except Exception as error:  # the report is written whatever happened
+        log.exception("demo results failed")
+        results = {"error": f"{type(error).__name__}: {error}", "sites": {}}
+    atomic_write_text(ctx.layout.report / RESULTS_FILE, json.dumps(results, indent=2))
     builders = (
+        lambda: glance_section(ctx, state, results),
+        lambda: limits_section(ctx, results),
         lambda: _steps_section(state, elapsed_s, ctx),
         lambda: _samples_section(ctx, state),
         lambda: _prevalence_section(ctx, state),

@@ -28,6 +28,7 @@ __all__ = [
     "make_keys",
     "publish",
     "publish_labeller",
+    "site_classes",
     "train_labeller",
     "train_pggan",
 ]
@@ -190,11 +191,30 @@ def train_labeller(ctx: DemoContext, site: DemoSite) -> dict[str, Any]:
     args = ["--cache", str(ctx.site(site).cache), "--out", str(out)]
     args += ["--resolution", str(s.pggan_resolution_px), "--seed", str(ctx.config.seed)]
     argv = ["radshare-site", "train-labeller", *args, "--max-epochs", str(s.labeller_epochs)]
-    argv += ["--bootstrap", "200", "--accelerator", s.accelerator]
+    argv += ["--bootstrap", "200", "--accelerator", s.accelerator, "--lr", str(s.labeller_lr)]
+    argv += ["--patience", str(s.labeller_epochs)]  # the demo's budget is the epochs it names
+    if s.labeller_small_network:
+        argv.append("--small-network")
     if not (out / "export" / "labeller.json").is_file():
         ctx.run(site, "train labeller", argv)
     card = json.loads((out / "export" / "labeller.json").read_text())
     return {"export": str(out / "export"), "val_auc": _macro_auc(card)}
+
+
+def site_classes(site: DemoSite) -> list[str] | None:
+    """A phantom site's label set (its style's findings and No Finding); None: all of NIH's.
+
+    What the report shows. The labeller still learns the cache's whole label space (the hub's
+    class optimisation needs the generator's label space); labels without positives get no
+    AUC, so class optimisation does not call them and the evaluation withholds them.
+    """
+    if site.data_dir is not None:
+        return None
+    from shared.labels import NO_FINDING
+    from site_node.phantom.style import get_style
+
+    prevalence = get_style(site.phantom_style).label_prevalence
+    return [*sorted(label for label, p in prevalence.items() if p > 0), NO_FINDING]
 
 
 def _macro_auc(card: dict[str, Any]) -> float | None:

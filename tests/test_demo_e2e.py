@@ -1,10 +1,15 @@
-"""The README's demo, end to end on tiny settings, as real processes (what `make demo` runs).
+"""The README's demo, end to end, as real processes: what `make demo` runs, at its size.
 
-One phantom demo output is built in three invocations, like a person would:
+One phantom demo output (the ``tiny`` profile in CI, which has no time for the ``cpu``
+profile's three runs; ``RADSHARE_DEMO_TEST_PROFILE=cpu`` runs what `make demo` runs and
+checks issue 13's targets on it) is built in three invocations, like a person would:
 1. started and stopped (SIGTERM) once the first site's data is ingested;
 2. run again with a fault drill: site b's SuperNode is killed during the federated audit;
 3. run again: it completes what is missing and skips what is done.
-A second output runs on the team's real images and its logs are searched for patient ids.
+Then the demo's own numbers (``report/results.json``, from the federated evaluation and the
+archives) are checked against issue 13's targets, recomputed here from the evaluation's
+``comparison.csv`` and the archives' label files. A second output runs on the team's real
+images and its logs are searched for patient ids.
 """
 
 from __future__ import annotations
@@ -24,16 +29,19 @@ import pytest
 from deployment.report import SECTION_TITLES
 
 # The three phantom invocations share one module fixture; on an idle 2-core machine the
-# tiny profile takes about 5 minutes per full run, far longer on a loaded one.
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(5400)]
+# tiny profile takes about 5 minutes per full run (cpu: 10+), far longer on a loaded one.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(7200)]
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO_TIMEOUT_S = 1500
+DEMO_TIMEOUT_S = 3000
+PROFILE = os.environ.get("RADSHARE_DEMO_TEST_PROFILE", "tiny")
 
 
-def _demo(out: Path, *args: str, timeout_s: float = DEMO_TIMEOUT_S) -> subprocess.CompletedProcess:
+def _demo(
+    out: Path, *args: str, timeout_s: float = DEMO_TIMEOUT_S, profile: str = PROFILE
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "deployment.demo", "--profile", "tiny", "--out", str(out), *args],
+        [sys.executable, "-m", "deployment.demo", "--profile", profile, "--out", str(out), *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -49,7 +57,7 @@ def _steps(out: Path) -> dict[str, dict]:
 def _stop_after(out: Path, step: str, timeout_s: float = 600) -> None:
     """Start the demo, SIGTERM it once ``step`` is done, wait for it to exit."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "deployment.demo", "--profile", "tiny", "--out", str(out)],
+        [sys.executable, "-m", "deployment.demo", "--profile", PROFILE, "--out", str(out)],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -107,6 +115,56 @@ def test_demo_completes_and_the_report_has_every_section(phantom_demo):
     assert unfinished == {}
 
 
+def _comparison_means(out: Path) -> dict[tuple[str, str], float]:
+    """Mean finite AUC per (site, setting), read from the evaluation's own comparison.csv."""
+    values: dict[tuple[str, str], list[float]] = {}
+    with (out / "hub" / "federated" / "evaluate" / "comparison.csv").open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row["auc"]:
+                values.setdefault((row["site"], row["setting"]), []).append(float(row["auc"]))
+    return {key: sum(v) / len(v) for key, v in values.items()}
+
+
+def _prevalence(labels_csv: Path, label: str) -> float:
+    with labels_csv.open(newline="") as handle:
+        rows = [set(r["Finding Labels"].split("|")) for r in csv.DictReader(handle)]
+    return sum(label in r for r in rows) / len(rows)
+
+
+def test_demo_results_agree_with_the_evaluation_and_the_archives(phantom_demo):
+    """results.json (the first screen's numbers) against the files it summarises."""
+    out = phantom_demo["out"]
+    results = json.loads((out / "report" / "results.json").read_text())
+    means = _comparison_means(out)
+    for site, numbers in results["sites"].items():
+        assert numbers["auc"]["real"] == pytest.approx(means[(site, "real")], abs=1e-3)
+        assert numbers["auc"]["synthetic"] == pytest.approx(
+            means[(site, "site-synthetic")], abs=1e-3
+        )
+        archive = out / "hub" / "archives" / site / "Data_Entry.csv"
+        for label, p in numbers["prevalence"].items():
+            assert p["synthetic"] == pytest.approx(_prevalence(archive, label), abs=1e-9)
+    manifest = json.loads((out / "hub" / "archives" / "a" / "manifest.json").read_text())
+    assert manifest["unlabelled"] is False  # made by class optimisation
+
+
+@pytest.mark.skipif(
+    PROFILE != "cpu",
+    reason="issue 13's targets are for the cpu profile (make demo): "
+    "RADSHARE_DEMO_TEST_PROFILE=cpu; last measured unmet, see docs/demo.md",
+)
+def test_demo_meets_the_product_targets(phantom_demo):
+    """Issue 13: real-only mean AUC >= 0.85, synthetic >= 90% of it, prevalence within 10 pp."""
+    results = json.loads((phantom_demo["out"] / "report" / "results.json").read_text())
+    assert set(results["sites"]) == {"a", "b"}
+    for site, numbers in results["sites"].items():
+        real, synthetic = numbers["auc"]["real"], numbers["auc"]["synthetic"]
+        gaps = {label: round(p["gap_pp"], 1) for label, p in numbers["prevalence"].items()}
+        assert real >= 0.85, (site, numbers["auc"])
+        assert synthetic >= 0.9 * real, (site, numbers["auc"])
+        assert max(gaps.values()) <= 10.0, (site, gaps)
+
+
 def test_killed_site_is_unavailable_during_the_audit_then_completed(phantom_demo):
     audit = phantom_demo["after_drill"]["hub.federated-audit"]
     assert audit["status"] == "partial", audit
@@ -153,7 +211,7 @@ def _identifiers(site: Path) -> set[str]:
 @pytest.mark.realdata
 def test_real_data_demo_logs_no_patient_id(site_a, site_b, tmp_path):
     out = tmp_path / "demo-real"
-    result = _demo(out, "--data-a", str(site_a), "--data-b", str(site_b))
+    result = _demo(out, "--data-a", str(site_a), "--data-b", str(site_b), profile="tiny")
     page = (out / "report" / "index.html").read_text()
     for title in SECTION_TITLES:
         assert f"<h2>{title}</h2>" in page

@@ -12,8 +12,8 @@ def test_defaults_are_two_phantom_sites_on_the_cpu_profile():
     config = build_config(_parse([]))
     assert config.profile == "cpu" and config.out_dir == Path("demo-out")
     assert [(s.site_id, s.phantom_style, s.data_dir) for s in config.sites] == [
-        ("a", "hospital-a", None),
-        ("b", "hospital-b", None),
+        ("a", "demo-a", None),
+        ("b", "demo-b", None),
     ]
 
 

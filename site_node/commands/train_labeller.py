@@ -26,6 +26,9 @@ def train_labeller_command(
     seed: int = typer.Option(0, help="random seed"),
     workers: int = typer.Option(0, help="data-loader worker processes"),
     accelerator: str = typer.Option("auto", help="auto | cpu | gpu"),
+    small_network: bool = typer.Option(
+        False, help="a small DenseNet (CPU demos), not DenseNet-121; recorded in the card"
+    ),
 ) -> None:
     """Train the labeller, pick thresholds (Youden, validation), evaluate on test.
 
@@ -51,6 +54,7 @@ def train_labeller_command(
         seed=seed,
         num_workers=workers,
         accelerator=accelerator,
+        small_network=small_network,
     )
     _check_inputs(options)  # before the run folder exists: a refused run leaves nothing
     result = train_labeller(options)

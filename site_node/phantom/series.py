@@ -79,10 +79,12 @@ def _next_findings(
         else:
             present = draw < rate * prevalence
         if present and current is not None and label in current:
-            severity = float(np.clip(current[label].severity + rng.normal(0, 0.12), 0.2, 1.0))
+            drift = current[label].severity + rng.normal(0, 0.12)
+            severity = float(np.clip(drift, style.severity_floor, 1.0))
             out[label] = dataclasses.replace(current[label], severity=severity)
         elif present:
-            out[label] = Finding(label, seeds[label], float(rng.uniform(0.35, 1.0)))
+            low, high = style.severity_range
+            out[label] = Finding(label, seeds[label], float(rng.uniform(low, high)))
     return out
 
 

@@ -6,7 +6,9 @@ collimation, burned-in "PORTABLE" / view blocks, the laterality marker corner,
 per-label prevalence, patient ages and sexes, and the AP / PA mix. Two named
 presets, ``hospital-a`` (outpatient, mostly PA, NIH-like prevalence) and
 ``hospital-b`` (ICU-heavy, mostly portable AP, more fluid and infection), are in
-:data:`STYLE_PRESETS`; :func:`get_style` resolves a name or passes a style through.
+:data:`STYLE_PRESETS`, with ``demo-a`` / ``demo-b`` (the same acquisitions, only the
+demo's three clearly visible findings, :data:`DEMO_FINDINGS`); :func:`get_style`
+resolves a name or passes a style through.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from shared.errors import ConfigError
 from shared.labels import NIH_FINDINGS
 
-__all__ = ["STYLE_PRESETS", "HospitalStyle", "get_style"]
+__all__ = ["DEMO_FINDINGS", "STYLE_PRESETS", "HospitalStyle", "get_style"]
 
 Range = tuple[float, float]
 
@@ -54,6 +56,12 @@ class HospitalStyle(BaseModel):
     label_stickiness: float = Field(
         default=0.35, gt=0, le=1, description="Markov rate across follow-ups"
     )
+    severity_range: Range = Field(
+        default=(0.35, 1.0), description="severity of a new finding, drawn uniformly, in [0, 1]"
+    )
+    severity_floor: float = Field(
+        default=0.2, ge=0, le=1, description="lowest severity a finding drifts to in follow-ups"
+    )
     age_range_years: tuple[int, int] = (18, 90)
     female_fraction: float = Field(default=0.5, ge=0, le=1)
     ap_fraction: float = Field(default=0.3, ge=0, le=1)
@@ -77,6 +85,9 @@ class HospitalStyle(BaseModel):
             low, high = getattr(self, field)
             if not 0 <= low <= high:
                 raise ValueError(f"{field} must be 0 <= low <= high, got ({low}, {high})")
+        low, high = self.severity_range
+        if not 0 <= low <= high <= 1:
+            raise ValueError(f"severity_range must be 0 <= low <= high <= 1, got ({low}, {high})")
         if sum(self.images_per_patient_weights) <= 0:
             raise ValueError("images_per_patient_weights must not all be zero")
         return self
@@ -148,8 +159,39 @@ HOSPITAL_B = HospitalStyle(
     patient_id_offset=50_000_001,
 )
 
+#: The demo's label set: three findings a small labeller and a 32 px generator can learn from
+#: a few hundred images (a wide heart, white fluid at a base, a dark rim of pleural air: each
+#: changes many pixels at 32 px), plus No Finding. Measured on 400 hospital-a-like images at
+#: 32 px with the small labeller (20 epochs): test AUC Effusion 0.98, Pneumothorax 0.92,
+#: Cardiomegaly 0.77, against Consolidation 0.69 and Mass 0.51 (a few-pixel blob anywhere).
+#: The demo styles keep hospital a's and b's acquisition and differ in prevalence; findings
+#: start at severity 0.6, so none is invisible at 32 px.
+DEMO_FINDINGS = ("Cardiomegaly", "Effusion", "Pneumothorax")
+
+#: Demo site a: hospital a's acquisition, only the demo findings, each common.
+DEMO_A = HOSPITAL_A.model_copy(
+    update={
+        "name": "demo-a",
+        "label_prevalence": {"Cardiomegaly": 0.25, "Effusion": 0.25, "Pneumothorax": 0.2},
+        "severity_range": (0.6, 1.0),
+        "severity_floor": 0.5,
+    }
+)
+
+#: Demo site b: hospital b's acquisition (portable AP, frames, noise), more hearts and fluid.
+DEMO_B = HOSPITAL_B.model_copy(
+    update={
+        "name": "demo-b",
+        "label_prevalence": {"Cardiomegaly": 0.3, "Effusion": 0.35, "Pneumothorax": 0.15},
+        "severity_range": (0.6, 1.0),
+        "severity_floor": 0.5,
+    }
+)
+
 #: Named presets, selectable on the command line.
-STYLE_PRESETS: dict[str, HospitalStyle] = {s.name: s for s in (HOSPITAL_A, HOSPITAL_B)}
+STYLE_PRESETS: dict[str, HospitalStyle] = {
+    s.name: s for s in (HOSPITAL_A, HOSPITAL_B, DEMO_A, DEMO_B)
+}
 
 
 def get_style(style: str | HospitalStyle) -> HospitalStyle:
