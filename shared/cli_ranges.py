@@ -42,6 +42,8 @@ _PORT = click.IntRange(min=0, max=65535)
 
 # name (or "verb:name") -> accepted values. Keep sorted by key.
 RANGES: dict[str, click.ParamType] = {
+    "ada_kimg": _GT0,
+    "ada_target": _UNIT_OPEN,
     "alpha": _UNIT_OPEN,
     "batch_size": _ge(1),
     "bootstrap": _ge(1),

@@ -39,7 +39,7 @@ log = logging.getLogger("radshare.site.publish")
 #: Where a run's bundle goes, relative to the run folder.
 BUNDLE_DIR = "bundle"
 
-_SUMMARY_KEYS = {"kimg_shown", "kimg_total", "phases", "steps", "dp"}
+_SUMMARY_KEYS = {"kimg_shown", "kimg_total", "phases", "steps", "dp", "warm_start"}
 
 
 def _read_weights(path: Path, cfg: Any) -> dict[str, Any]:
@@ -76,6 +76,7 @@ def generator_manifest_fields(
             "kimg": training.get("kimg_shown", training.get("kimg_total", 0.0)),
             "phases": training.get("phases", []),
             "steps": training.get("steps"),
+            "warm_start": training.get("warm_start"),
             "details": {k: v for k, v in training.items() if k not in _SUMMARY_KEYS},
         },
         "data": {

@@ -52,6 +52,7 @@ __all__ = [
     "PrivacySummary",
     "TrainingPhase",
     "TrainingSummary",
+    "WarmStartSummary",
     "check_generator_bundle",
     "check_generator_tensors",
     "generator_tensor_spec",
@@ -72,6 +73,15 @@ class TrainingPhase(Strict):
     batch_size: int | None = Field(None, ge=1)
 
 
+class WarmStartSummary(Strict):
+    """The base G/D pair a warm-started generator was fine-tuned from (no paths)."""
+
+    base_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the base checkpoint")
+    base_kimg: float | None = Field(None, ge=0, description="kimg the base was trained for")
+    base_resolution_px: int | None = Field(None, ge=4)
+    base_augment: str | None = Field(None, description="the base's critic augmentation")
+
+
 class TrainingSummary(Strict):
     """How long and how the generator was trained (no paths, no identifiers)."""
 
@@ -80,6 +90,9 @@ class TrainingSummary(Strict):
     steps: int | None = Field(None, ge=0)
     details: dict[str, Any] = Field(
         default_factory=dict, description="other hyper-parameters (loss, optimiser, EMA, seed, ...)"
+    )
+    warm_start: WarmStartSummary | None = Field(
+        None, description="the base of a warm start; None (or absent): trained from scratch"
     )
 
 

@@ -38,6 +38,24 @@ def train_command(
     horizontal_flip: bool | None = typer.Option(
         None, "--horizontal-flip/--no-horizontal-flip", help="flip reals (off: laterality matters)"
     ),
+    augment: str | None = typer.Option(
+        None,
+        "--augment",
+        help="critic augmentation: none (default, measured: docs/benchmarks.md), ada, "
+        "diffaugment (not with --dp)",
+    ),
+    ada_target: float | None = typer.Option(
+        None, "--ada-target", help="ADA: target of the overfitting heuristic r_t (0.6)"
+    ),
+    ada_kimg: float | None = typer.Option(
+        None, "--ada-kimg", help="ADA: kimg for p to go from 0 to 1 (tiny 5, cpu 20, else 100)"
+    ),
+    warm_start: Path | None = typer.Option(
+        None, "--warm-start", help="base run folder or .ckpt (G and D) to fine-tune from"
+    ),
+    warm_start_sha256: str | None = typer.Option(
+        None, "--warm-start-sha256", help="sha256 the --warm-start checkpoint file must have"
+    ),
     resume: bool = typer.Option(False, "--resume", help="go on from OUT/checkpoints/last.ckpt"),
     accelerator: str | None = typer.Option(None, "--accelerator", help="auto, cpu, gpu"),
     devices: int | None = typer.Option(None, "--devices", help="number of devices (DDP if > 1)"),
@@ -77,6 +95,12 @@ def train_command(
       radshare-site train --cache cache/nih --out runs/nih-64 --resolution 64 \\
           --kimg-per-phase 600 --batch-sizes 4:128,64:64 --seed 1
     \b
+      radshare-site train --cache cache/small --out runs/small-ada --profile tiny --augment ada
+    \b
+      radshare-site train --cache cache/small --out runs/small-warm --profile tiny \\
+          --warm-start runs/nih-public/checkpoints/last.ckpt \\
+          --warm-start-sha256 4f6a3c0e9d2b7a51c8e4f3a2b1d0c9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2
+    \b
       radshare-site train --out runs/nih-64 --resume
     \b
       radshare-site train --cache cache/nih --out runs/nih-dp --profile cpu \\
@@ -102,6 +126,10 @@ def train_command(
         "tick_kimg": tick_kimg,
         "sample_every_kimg": sample_every_kimg,
         "horizontal_flip": horizontal_flip,
+        "augment": _augment_mode(augment),
+        "ada_target": ada_target,
+        "ada_kimg": ada_kimg,
+        "warm_start": _warm_start(warm_start, warm_start_sha256),
         "accelerator": accelerator,
         "devices": devices,
         "strategy": strategy,
@@ -143,6 +171,32 @@ def train_command(
         typer.echo(f"done: {export_dir}")
     else:
         typer.echo(f"stopped; go on with: radshare-site train --out {run_dir} --resume")
+
+
+def _augment_mode(value: str | None) -> str | None:
+    """``--augment`` checked against the modes (one-line error naming the valid ones)."""
+    from shared.errors import ConfigError
+    from site_node.pggan.augment import AUGMENT_MODES
+
+    if value is not None and value not in AUGMENT_MODES:
+        raise ConfigError(f"--augment: unknown mode {value!r}; valid: {', '.join(AUGMENT_MODES)}")
+    return value
+
+
+def _warm_start(path: Path | None, sha256: str | None) -> Any:
+    """``--warm-start`` + ``--warm-start-sha256`` as a WarmStart (both or neither)."""
+    import re
+
+    from shared.errors import ConfigError
+    from site_node.pggan.warm_start import WarmStart, base_checkpoint_path
+
+    if path is None and sha256 is None:
+        return None
+    if path is None or sha256 is None:
+        raise ConfigError("--warm-start and --warm-start-sha256 go together (give both)")
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise ConfigError(f"--warm-start-sha256: expected 64 lowercase hex digits, got {sha256!r}")
+    return WarmStart(checkpoint=base_checkpoint_path(path), sha256=sha256)
 
 
 def _check_cache(options: Any) -> None:

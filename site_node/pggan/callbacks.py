@@ -128,14 +128,15 @@ class TickReport(Callback):
         )
         metrics = trainer.callback_metrics
         log.info(
-            "tick %d  kimg %.1f  %s  alpha %.3f  loss_D %.4f  loss_G %.4f  sec/tick %.1f  "
-            "img/s %.1f",
+            "tick %d  kimg %.1f  %s  alpha %.3f  loss_D %.4f  loss_G %.4f  augment_p %.3f  "
+            "sec/tick %.1f  img/s %.1f",
             self.tick,
             pl_module.cur_nimg / 1000,
             pl_module.state.describe(),
             pl_module.state.alpha,
             float(metrics.get("loss/D_loss", float("nan"))),
             float(metrics.get("loss/G", float("nan"))),
+            pl_module.augment_p,
             seconds,
             images_per_s,
         )
@@ -172,6 +173,7 @@ class PGGANProgressBar(TQDMProgressBar):
             "alpha": f"{state.alpha:.2f}",
             "kimg": f"{pl_module.cur_nimg / 1000:.1f}",
             "img/s": f"{self._images_per_s:.0f}",
+            "p": f"{pl_module.augment_p:.2f}",
             **_privacy_metrics(pl_module),
         }
 

@@ -17,6 +17,12 @@ untouched, so a new level starts with fresh Adam state exactly as if it had been
 its fade-in; the grown levels keep theirs. (Karras et al.'s TF code instead reset every
 moment at each new resolution, ``reset_opt_for_new_lod``.)
 
+Augmentation (``options.augment``, :mod:`site_node.pggan.augment`): the critic sees only
+augmented images, reals and fakes alike, in both steps; the draws come from
+``(seed, step, network)`` for the whole batch, and each rank keeps its slice. Under ADA
+each critic step also scores its augmented batch once more without gradients for the
+overfitting heuristic, and ``p`` (saved in the checkpoint) moves every four steps.
+
 One "epoch" is one tick (``tick_kimg`` images); the train dataloader only yields the tick's
 step numbers, and a tick that is resumed midway ends where the uninterrupted tick would.
 """
@@ -37,18 +43,35 @@ from torch.utils.data import DataLoader, Dataset
 
 from shared.errors import TrainingError
 from shared.networks.generator import Generator
+from site_node.pggan.augment import (
+    ADA_OPS,
+    DIFFAUGMENT_OPS,
+    AdaptiveP,
+    augment,
+    overfitting_signs,
+)
 from site_node.pggan.discriminator import Discriminator
 from site_node.pggan.losses import critic_loss_terms, generator_loss
 from site_node.pggan.options import TrainOptions
 from site_node.pggan.reals import RealImages, batch_positions
 from site_node.pggan.schedule import ScheduleState
 
-__all__ = ["GradientAllReduceDDP", "PGGANModule", "ema_beta", "step_generator"]
+__all__ = ["GradientAllReduceDDP", "PGGANModule", "augment_generator", "ema_beta", "step_generator"]
+
+_AUGMENT_STREAM = 0xA06
+ADA_INTERVAL_STEPS = 4  # Karras et al. 2020: p is adjusted every 4 minibatches
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
     """A CPU generator seeded from ``(seed, step)`` only."""
     state = np.random.SeedSequence([seed, 0x57E9, step]).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 31 ^ int(state[1]))
+
+
+def augment_generator(seed: int, step: int, network: int) -> torch.Generator:
+    """A CPU generator for one step's augmentation draws (``network`` 0: critic step, 1: G)."""
+    entropy = [seed, _AUGMENT_STREAM, step, network]
+    state = np.random.SeedSequence(entropy).generate_state(2, np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 31 ^ int(state[1]))
 
 
@@ -105,6 +128,10 @@ class PGGANModule(pl.LightningModule):
             self.G = Generator(options.generator_config())
             self.D = Discriminator(options.discriminator_config())
         self.G_ema = copy.deepcopy(self.G).requires_grad_(False).eval()
+        self.ada: AdaptiveP | None = None
+        if options.augment == "ada":
+            self.ada = AdaptiveP(options.ada_target, ADA_INTERVAL_STEPS, options.ada_kimg)
+        self.warm_start_info: dict[str, Any] | None = None  # set by train() on a warm start
         self.cur_nimg = 0
         self.step = 0
         self.tick_start_nimg = 0
@@ -156,6 +183,8 @@ class PGGANModule(pl.LightningModule):
             "step": self.step,
             "tick_start_nimg": self.tick_start_nimg,
             "options": self.options.model_dump_json(),
+            "ada": None if self.ada is None else self.ada.state_dict(),
+            "warm_start": self.warm_start_info,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -168,6 +197,9 @@ class PGGANModule(pl.LightningModule):
         self.cur_nimg = int(saved["cur_nimg"])
         self.step = int(saved["step"])
         self.tick_start_nimg = int(saved["tick_start_nimg"])
+        if self.ada is not None and saved.get("ada") is not None:
+            self.ada.load_state_dict(saved["ada"])
+        self.warm_start_info = saved.get("warm_start")
 
     # ------------------------------------------------------------------- state
 
@@ -178,6 +210,26 @@ class PGGANModule(pl.LightningModule):
     @property
     def finished(self) -> bool:
         return self.cur_nimg >= self.schedule.total_nimg
+
+    @property
+    def augment_p(self) -> float:
+        """Probability of each augmentation op now (0: the critic sees plain images)."""
+        if self.options.augment == "ada":
+            assert self.ada is not None
+            return self.ada.p
+        return 1.0 if self.options.augment == "diffaugment" else 0.0
+
+    def _augment(self, images: torch.Tensor, network: int) -> torch.Tensor:
+        """``images`` as the critic sees them in this step (``network`` 0: D step, 1: G step)."""
+        if self.options.augment == "none":
+            return images
+        ops = ADA_OPS if self.options.augment == "ada" else DIFFAUGMENT_OPS
+        generator = augment_generator(self.options.seed, self.step, network)
+        batch_size = self.state.batch_size
+        return augment(
+            images, self.augment_p, generator, ops,
+            batch_rows=self._rank_slice(batch_size), full_batch_size=batch_size,
+        )  # fmt: skip
 
     @property
     def state(self) -> ScheduleState:
@@ -227,6 +279,7 @@ class PGGANModule(pl.LightningModule):
         _, opt_D = self._optimizers()
         with torch.no_grad():
             fakes = self.G.synthesize(z, state.res_log2, state.alpha)
+        reals, fakes = self._augment(reals, 0), self._augment(fakes, 0)
         terms = critic_loss_terms(
             self.D,
             reals,
@@ -241,11 +294,27 @@ class PGGANModule(pl.LightningModule):
         self.manual_backward(terms["loss"])
         self._average_gradients(self.D)
         opt_D.step()
+        if self.ada is not None:
+            self._observe_overfitting(state, reals, fakes)
         return terms
+
+    @torch.no_grad()
+    def _observe_overfitting(
+        self, state: ScheduleState, reals: torch.Tensor, fakes: torch.Tensor
+    ) -> None:
+        """ADA: the signs of this step's (augmented) reals, summed over ranks, to the controller."""
+        assert self.ada is not None
+        signs = overfitting_signs(
+            self.D(reals, state.res_log2, state.alpha), self.D(fakes, state.res_log2, state.alpha)
+        )
+        totals = torch.stack([signs.sum(), torch.tensor(float(signs.numel()), device=signs.device)])
+        if self.trainer.world_size > 1:
+            dist.all_reduce(totals)
+        self.ada.observe(float(totals[0]), int(totals[1]), state.batch_size)
 
     def _generator_step(self, state: ScheduleState, z: torch.Tensor) -> torch.Tensor:
         opt_G, _ = self._optimizers()
-        fakes = self.G.synthesize(z, state.res_log2, state.alpha)
+        fakes = self._augment(self.G.synthesize(z, state.res_log2, state.alpha), 1)
         self.D.requires_grad_(False)  # L_G needs no critic gradients
         try:
             loss = generator_loss(self.D, fakes, state.res_log2, state.alpha)
@@ -292,4 +361,7 @@ class PGGANModule(pl.LightningModule):
         metrics["progress/resolution_px"] = float(state.phase.res_px)
         metrics["progress/alpha"] = state.alpha
         metrics["progress/phase"] = float(state.phase_index)
+        metrics["progress/augment_p"] = self.augment_p
+        if self.ada is not None:
+            metrics["progress/ada_r_t"] = self.ada.r_t
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=state.batch_size)

@@ -17,13 +17,23 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from shared.errors import ConfigError
 from shared.networks.generator import GeneratorConfig
+from site_node.pggan.augment import AugmentMode
 from site_node.pggan.discriminator import DiscriminatorConfig
-from site_node.pggan.schedule import DEFAULT_BATCH_SIZES, ProgressSchedule, build_phases
+from site_node.pggan.schedule import DEFAULT_BATCH_SIZES, Phase, ProgressSchedule, build_phases
+from site_node.pggan.warm_start import WarmStart
 from site_node.privacy.config import DPOptions
 
-__all__ = ["PROFILES", "RUNTIME_FIELDS", "TrainOptions"]
+__all__ = ["DEFAULT_AUGMENT", "PROFILES", "RUNTIME_FIELDS", "TrainOptions"]
 
-OPTIONS_SCHEMA_VERSION = 1
+# 2: critic augmentation (``augment``, ``ada_*``) and ``warm_start``. A version-1
+# options.json (no ``augment`` field) was trained without augmentation and resumes so.
+OPTIONS_SCHEMA_VERSION = 2
+
+#: ``augment`` when not given (DP runs: always "none"). Measured by
+#: benchmarks/small_site_gan.py (docs/benchmarks.md, "Small-site GANs"): ADA lowered the
+#: sample FD in 6 of 6 runs but not the archive classifier's AUC (32 px: a tie; 64 px: none
+#: ahead in 2 of 2 seeds), so augmentation stays opt-in until a longer (GPU) run shows it helps.
+DEFAULT_AUGMENT: AugmentMode = "none"
 
 # Presets. "tiny": the CPU demo (32 px, 10.5 kimg; measured 47 s on 2 free Xeon threads,
 # ~4 min on a 2-core box shared with others); "cpu": 64 px, 110 kimg, roughly an hour on a
@@ -40,6 +50,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "tick_kimg": 0.5,
         "sample_every_kimg": 1.5,
         "ema_halflife_kimg": 1.0,
+        "ada_kimg": 5.0,
     },
     "cpu": {
         "resolution_px": 64,
@@ -51,6 +62,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "tick_kimg": 2.0,
         "sample_every_kimg": 10.0,
         "ema_halflife_kimg": 2.0,
+        "ada_kimg": 20.0,
     },
     "gpu": {
         "resolution_px": 256,
@@ -97,6 +109,12 @@ class TrainOptions(BaseModel):
     adam_eps: float = Field(1e-8, gt=0)
     ema_halflife_kimg: float = Field(10.0, gt=0, description="G_ema half-life (Karras: 10)")
     ema_rampup: float | None = Field(0.05, gt=0, description="half-life <= rampup * cur_kimg")
+    # Critic augmentation (site_node.pggan.augment): ADA, DiffAugment or none.
+    augment: AugmentMode = DEFAULT_AUGMENT
+    ada_target: float = Field(0.6, gt=0, lt=1, description="ADA: target of r_t")
+    ada_kimg: float = Field(100.0, gt=0, description="ADA: kimg for p to go from 0 to 1")
+    # Warm start (site_node.pggan.warm_start): a base G/D pair; None: from scratch.
+    warm_start: WarmStart | None = None
     # Data.
     horizontal_flip: bool = Field(False, description="off: laterality matters in CXR")
     seed: int = Field(0, ge=0)
@@ -138,8 +156,23 @@ class TrainOptions(BaseModel):
                 )
         return self
 
+    @model_validator(mode="before")
+    @classmethod
+    def _augment_default(cls, values: Any) -> Any:
+        """``augment`` when not given: "none" for DP runs and version-1 options files."""
+        if not isinstance(values, dict) or "augment" in values:
+            return values
+        old = values.get("schema_version", OPTIONS_SCHEMA_VERSION) < 2
+        return {**values, "augment": "none" if old or values.get("dp") else DEFAULT_AUGMENT}
+
     @model_validator(mode="after")
     def _dp_critic_sees_one_sample(self) -> TrainOptions:
+        if self.dp is not None and self.augment != "none":
+            raise ValueError(
+                f"dp needs augment='none', got {self.augment!r} (the DP-SGD critic step does "
+                "not augment, and ADA's p is a function of the critic's scores on private "
+                "reals that the accountant does not count)"
+            )
         if self.dp is not None and self.use_minibatch_stddev:
             raise ValueError("dp needs use_minibatch_stddev=False (minibatch stddev mixes samples)")
         if self.dp is not None and self.devices != 1:
@@ -178,8 +211,12 @@ class TrainOptions(BaseModel):
         )
 
     def schedule(self) -> ProgressSchedule:
+        """Phases from 4×4 up; a warm start fine-tunes at ``resolution_px`` only (one phase)."""
         fade_kimg = self.fade_kimg if self.fade_kimg is not None else self.kimg_per_phase
         phases = build_phases(self.resolution_px, self.kimg_per_phase, fade_kimg, self.batch_sizes)
+        if self.warm_start is not None:
+            last = phases[-1]
+            phases = [Phase("stabilise", last.res_log2, 0, last.length_nimg, last.batch_size)]
         return ProgressSchedule(phases)
 
     def differences(self, other: TrainOptions) -> dict[str, tuple[Any, Any]]:

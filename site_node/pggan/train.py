@@ -36,6 +36,7 @@ from site_node.pggan.export import export_generator
 from site_node.pggan.module import GradientAllReduceDDP, PGGANModule
 from site_node.pggan.options import RUNTIME_FIELDS, TrainOptions
 from site_node.pggan.reals import RealImages
+from site_node.pggan.warm_start import check_warm_start, load_warm_start
 
 __all__ = ["resume_options", "train", "train_tiny"]
 
@@ -54,6 +55,10 @@ def train(
     differ (resume), :class:`TrainingError` for a missing or foreign checkpoint, and
     :class:`~shared.errors.CacheError` for an unusable cache.
     """
+    # Check a warm start's base (sha256, networks) before anything is written.
+    if options.warm_start is not None and not resume:
+        check_warm_start(options.warm_start, options.model_dump())
+
     # Prepare the run folder: options.json first, before any work.
     run_dir = _prepare_run_dir(options, resume)
 
@@ -66,6 +71,11 @@ def train(
     module = PGGANModule(options, reals) if options.dp is None else _dp_module(options, reals)
     for phase in module.schedule.phases:
         log.info("phase %s", phase.as_dict())
+
+    # Warm start: G, D and G_ema from the verified base (a resume takes them from last.ckpt).
+    if options.warm_start is not None and not resume:
+        module.warm_start_info = load_warm_start(module, options.warm_start, options.model_dump())
+        log.info("warm start from base %s", module.warm_start_info)
 
     # Set up the trainer: devices, precision, loggers, checkpoints, sample grids, progress.
     trainer = _build_trainer(options, run_dir, callbacks)
@@ -128,12 +138,25 @@ def training_summary(options: TrainOptions, module: PGGANModule) -> dict[str, An
         "ema_rampup": options.ema_rampup,
         "use_minibatch_stddev": options.use_minibatch_stddev,
         "horizontal_flip": options.horizontal_flip,
+        "augment": _augment_summary(options, module),
+        # The base G/D pair of a warm start (its checkpoint's sha256); None: from scratch.
+        "warm_start": module.warm_start_info,
         "precision": options.precision,
         "devices": options.devices,
         "profile": options.profile,
         # DP-SGD parameters, segments and ε (site_node.privacy.dp_module); None without DP.
         "dp": getattr(module, "privacy_summary", lambda: None)(),
     }
+
+
+def _augment_summary(options: TrainOptions, module: PGGANModule) -> dict[str, Any]:
+    """Critic augmentation: mode, and for ADA its target, speed and the final p."""
+    summary: dict[str, Any] = {"mode": options.augment}
+    if module.ada is not None:
+        summary.update(
+            ada_target=options.ada_target, ada_kimg=options.ada_kimg, final_p=module.ada.p
+        )
+    return summary
 
 
 def _dp_module(options: TrainOptions, reals: RealImages) -> PGGANModule:
