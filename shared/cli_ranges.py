@@ -62,6 +62,7 @@ RANGES: dict[str, click.ParamType] = {
     "lr": _GT0,
     "lr_patience": _ge(0),
     "max_concurrent_uploads": _ge(1),
+    "max_draws": _ge(1),
     "max_epochs": _ge(1),
     "max_grad_norm": _GT0,
     "max_images": _ge(1),
