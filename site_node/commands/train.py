@@ -152,13 +152,13 @@ def train_command(
         except ValueError as error:  # pydantic's ValidationError names the field and value
             raise ConfigError(f"--dp: {error}") from None
         values["use_minibatch_stddev"] = False  # it mixes samples: no per-sample gradients
-    if resume and (out / "export" / "generator.json").is_file():
-        typer.echo(f"done: {out / 'export'} (the schedule is complete; nothing to resume)")
-        return
     if resume:
         fixed = sorted(set(values) - RUNTIME_FIELDS) + (["--cache"] if cache else [])
         if fixed or profile:
             raise ConfigError(f"--resume takes its options from {out}/options.json; drop {fixed}")
+        if (out / "export" / "generator.json").is_file():
+            typer.echo(f"done: {out / 'export'} (the schedule is complete; nothing to resume)")
+            return
         options = resume_options(out, **values)
     else:
         if cache is None:
