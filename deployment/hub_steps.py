@@ -8,12 +8,15 @@ shows that section as blocked with the reason.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from deployment.commands import StepFailedError, has_verb, run_command
 from deployment.flower import FlowerConnection, run_app
 from deployment.site_steps import DemoContext
+
+log = logging.getLogger("radshare.deployment.demo")
 
 __all__ = [
     "FLOWER_APP_CANDIDATES",
@@ -223,10 +226,15 @@ def train_classifiers(ctx: DemoContext, state: Any) -> dict[str, Any]:
         for site in ctx.config.sites
     }
     sources["pooled"] = state.outputs("hub.pool")["pool"]
+    empty: dict[str, str] = {}
     for name, archive in sources.items():
         out = ctx.layout.hub / "classifiers" / name
         if (out / "bundle" / "manifest.json").is_file():
             runs[name] = str(out)
+            continue
+        if _archive_images(Path(archive)) == 0:  # class optimisation kept no patient
+            empty[name] = f"{archive}: the archive holds no image, so no classifier"
+            log.warning("hub: no classifier on %s: its archive holds no image", name)
             continue
         argv = ["radshare-hub", "train-classifier", "--archive", archive, "--out", str(out)]
         argv += ["--hub-key", str(ctx.layout.hub_signing_key)]  # the hub's key, in the keyring
@@ -238,7 +246,20 @@ def train_classifiers(ctx: DemoContext, state: Any) -> dict[str, Any]:
             argv += ["--site-id", name]
         run_hub(ctx, f"train classifier on {name}", argv)
         runs[name] = str(out)
-    return {"classifiers": runs}
+    if not runs:
+        raise StepFailedError("every archive is empty: no classifier to train")
+    return {"classifiers": runs, **({"not_trained": empty} if empty else {})}
+
+
+def _archive_images(archive: Path) -> int:
+    """Rows of an archive's labels CSV (``Data_Entry.csv``); -1 when it has none."""
+    import csv
+
+    table = archive / "Data_Entry.csv"
+    if not table.is_file():
+        return -1
+    with table.open(newline="") as handle:
+        return sum(1 for _ in csv.DictReader(handle))
 
 
 def federated_audit(

@@ -158,7 +158,8 @@ def _synthetic_labels(archive: Path) -> np.ndarray:
         csv_path = next(archive.glob("*.csv"))
     with csv_path.open(newline="") as handle:
         found = [set(row["Finding Labels"].split("|")) for row in csv.DictReader(handle)]
-    return np.array([[label in f for label in NIH_LABELS] for f in found], dtype=np.float32)
+    rows = [[label in f for label in NIH_LABELS] for f in found]
+    return np.array(rows, dtype=np.float32).reshape(len(rows), len(NIH_LABELS))
 
 
 def _counts_as_labels(num_images: int, counts: dict[str, int]) -> np.ndarray:

@@ -39,6 +39,9 @@ def prevalence_ci(
     """Prevalence of every column of 0/1 ``[N, C]`` and its bootstrap CI."""
     labels = np.asarray(binary_labels, dtype=np.float64)
     num_images = labels.shape[0]
+    if num_images == 0:  # an empty archive: no prevalence, no interval
+        nan = np.full(labels.shape[1:] or (0,), np.nan)
+        return PrevalenceCI(nan, nan.copy(), nan.copy(), 0)
     estimate = labels.mean(axis=0)
     rng = np.random.default_rng(seed)
     resampled = (
