@@ -43,11 +43,13 @@ class HubKeyring:
         """The PEM key of ``site_id``; SignatureError naming the site and the missing file."""
         if site_id != HUB_SITE_ID:
             return self.sites.public_key_pem(site_id)
-        if not self.hub_key.is_file():
-            raise SignatureError(
-                f"no key for site {HUB_SITE_ID!r}: the hub's signing key {self.hub_key} is missing"
-            )
-        return public_key_pem(load_private_key(self.hub_key).public_key())
+        if self.hub_key.is_file():
+            return public_key_pem(load_private_key(self.hub_key).public_key())
+        if (self.sites.folder / f"{HUB_SITE_ID}.pub").is_file():  # registered public half
+            return self.sites.public_key_pem(HUB_SITE_ID)
+        raise SignatureError(
+            f"no key for site {HUB_SITE_ID!r}: the hub's signing key {self.hub_key} is missing"
+        )
 
     def site_ids(self) -> list[str]:
         """Every site with a registered key (the ``hub`` id not included)."""
