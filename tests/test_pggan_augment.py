@@ -16,6 +16,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from helpers_cache import build_site_cache
+from helpers_pggan import TINY_RUN
 from pydantic import ValidationError
 
 from shared.networks.generator import Generator, GeneratorConfig
@@ -33,21 +34,7 @@ from site_node.pggan.options import DEFAULT_AUGMENT, TrainOptions
 from site_node.pggan.train import train
 from site_node.privacy.config import DPOptions
 
-SMALL: dict[str, Any] = {
-    "resolution_px": 8,
-    "z_dim": 16,
-    "fmap_base": 64,
-    "fmap_max": 16,
-    "kimg_per_phase": 0.016,
-    "batch_sizes": {4: 8, 8: 8},
-    "tick_kimg": 0.016,
-    "sample_every_kimg": 1.0,
-    "num_grid_images": 4,
-    "ema_halflife_kimg": 0.1,
-    "accelerator": "cpu",
-    "progress_bar": False,
-    "seed": 3,
-}
+SMALL: dict[str, Any] = {**TINY_RUN, "seed": 3}
 
 
 def _options(**values: Any) -> TrainOptions:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import torch
 from helpers_cache import build_site_cache
+from helpers_pggan import TINY_RUN
 from safetensors.torch import load_file
 
 from shared.artifacts.bundle import read_bundle
@@ -29,21 +30,7 @@ from site_node.pggan.train import train
 from site_node.pggan.warm_start import WarmStart, load_warm_start
 from site_node.publish import generator_manifest_fields
 
-SMALL: dict[str, Any] = {
-    "resolution_px": 8,
-    "z_dim": 16,
-    "fmap_base": 64,
-    "fmap_max": 16,
-    "kimg_per_phase": 0.016,
-    "batch_sizes": {4: 8, 8: 8},
-    "tick_kimg": 0.016,
-    "sample_every_kimg": 1.0,
-    "num_grid_images": 4,
-    "ema_halflife_kimg": 0.1,
-    "accelerator": "cpu",
-    "progress_bar": False,
-    "seed": 5,
-}
+SMALL: dict[str, Any] = {**TINY_RUN, "seed": 5}
 
 
 def _options(**values: Any) -> TrainOptions:
