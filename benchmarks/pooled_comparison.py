@@ -107,8 +107,6 @@ def stage_small_labellers(work: Path, epochs: int, sites: list[str]) -> None:
     Youden thresholds and AUCs on the site's validation split; the export is what
     class optimisation reads (``labeller.json`` + ``labeller.safetensors``).
     """
-    from helpers_cache import build_site_cache
-
     from shared.artifacts.labeller import ClassMetrics, LabellerCard, save_labeller_export
     from shared.evaluation_records import TrainRecipe
     from shared.networks.labeller import LabellerConfig
@@ -121,7 +119,7 @@ def stage_small_labellers(work: Path, epochs: int, sites: list[str]) -> None:
         if (export / "labeller.json").is_file():
             continue
         t0 = time.time()
-        cache = build_site_cache(_sample_data() / SITES[site], work / f"site-{site}" / "cache")
+        cache = _existing_or_built_cache(work, site)
         train = cache.labels("train")
         # Every label of the cache (synthesis needs the generator's label space); the loss
         # is masked to the labels the site annotated, the others get no threshold.
@@ -148,6 +146,18 @@ def stage_small_labellers(work: Path, epochs: int, sites: list[str]) -> None:
             )
         save_labeller_export(export, net, LabellerCard(labeller_config=cfg, classes=classes))
         log.info("site %s: small labeller in %.0f s", site, time.time() - t0)
+
+
+def _existing_or_built_cache(work: Path, site: str):
+    """The site's cache folder if it holds one (e.g. a derived "hospital" split), else built."""
+    from helpers_cache import build_site_cache
+
+    from site_node.data.cache import SiteCache
+
+    cache_dir = work / f"site-{site}" / "cache"
+    if (cache_dir / "manifest.json").is_file():
+        return SiteCache(cache_dir)
+    return build_site_cache(_sample_data() / SITES[site], cache_dir)
 
 
 def _site_labels(work: Path, site: str) -> list[str]:

@@ -66,7 +66,7 @@ def _batch_sizes(resolution_px: int) -> dict[int, int]:
 def train_pggan(work: Path, setting: str, args: argparse.Namespace) -> Path:
     """The site's PGGAN for ``setting`` (``SITE:MODE`` or ``SITE:warm-MODE``); its run folder."""
     from site_node.pggan.options import TrainOptions
-    from site_node.pggan.train import train
+    from site_node.pggan.train import resume_options, train
     from site_node.pggan.warm_start import WarmStart
 
     site, mode = setting.split(":")
@@ -91,7 +91,10 @@ def train_pggan(work: Path, setting: str, args: argparse.Namespace) -> Path:
         values["kimg_per_phase"] = args.warm_kimg
     cache_dir = _site_dir(work, site) / "cache"
     options = TrainOptions.from_profile("tiny", cache_dir=cache_dir, run_dir=run_dir, **values)
-    train(options)
+    if (run_dir / "checkpoints" / "last.ckpt").is_file():  # a stopped run goes on
+        train(resume_options(run_dir), resume=True)
+    else:
+        train(options)
     return run_dir
 
 
@@ -152,8 +155,13 @@ def macro_auc(evaluation: Any) -> tuple[float, dict[str, float]]:
     return (float(np.mean(list(aucs.values()))) if aucs else float("nan")), aucs
 
 
-def evaluate_at_site(work: Path, site: str, bundle: Path | None, cfg: Any, args) -> Any:
-    """The site's ``evaluate.classifier`` reply (bundle None: train-real on the same network)."""
+def evaluate_at_site(
+    work: Path, site: str, bundle: Path | None, cfg: Any, args, cache: Any = None
+) -> Any:
+    """The site's ``evaluate.classifier`` reply (bundle None: train-real on the same network).
+
+    ``cache``: the site's ``SiteCache`` (default: the sample site's, built if missing).
+    """
     from helpers_cache import build_site_cache
 
     from hub.flower.evaluate_server import request_content
@@ -176,7 +184,10 @@ def evaluate_at_site(work: Path, site: str, bundle: Path | None, cfg: Any, args)
             fallback_thresholds_logit=thresholds,
         )  # fmt: skip
         content = request_content(request, net)
-    cache = build_site_cache(pc._sample_data() / pc.SITES[site], _site_dir(work, site) / "cache")
+    if cache is None:
+        cache = build_site_cache(
+            pc._sample_data() / pc.SITES[site], _site_dir(work, site) / "cache"
+        )
     return evaluation_from_records(evaluate_classifier_task(content, cache, site_id=site))
 
 
