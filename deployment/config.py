@@ -17,11 +17,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hub.config import HubConfig
 from shared.errors import ConfigError
+from shared.validation import field_error, read_yaml_mapping
 from site_node.config import (
     SiteConfig,
     SiteDataConfig,
@@ -240,20 +240,10 @@ def load_config(model: type[_Model], path: Path | None = None, **overrides: Any)
     """
     data: dict[str, Any] = {}
     if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as error:
-            raise ConfigError(f"{path}: cannot read config: {error}") from error
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
+        loaded = read_yaml_mapping(path, "config")
         data = resolve_relative_paths(loaded, Path(path).resolve().parent)
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        first = error.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(
-            f"{path or model.__name__}: field {field!r}: {first['msg']} "
-            f"(value {first.get('input')!r})"
-        ) from error
+        raise ConfigError(field_error(error, path or model.__name__, with_value=True)) from error

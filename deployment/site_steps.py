@@ -47,9 +47,14 @@ class DemoContext:
     def site(self, site: DemoSite) -> SiteLayout:
         return self.layout.site(site.site_id)
 
-    def run(self, site: DemoSite, what: str, argv: list[str], timeout_s: float = 3600.0) -> None:
-        """Run ``argv`` tagged as this site (``site-<id>`` log), named ``what`` in progress."""
-        run_command(
+    def run(
+        self, site: DemoSite, what: str, argv: list[str], timeout_s: float = 3600.0
+    ) -> list[str]:
+        """Run ``argv`` tagged as this site (``site-<id>`` log), named ``what`` in progress.
+
+        Returns the process's last output lines.
+        """
+        return run_command(
             f"site-{site.site_id}",
             argv,
             log_dir=self.layout.logs,
@@ -259,20 +264,7 @@ def publish(
 ) -> dict[str, Any]:
     """Sign the run's G_ema bundle and upload it to the hub (resumable); its artifact id."""
     paths = ctx.site(site)
-    argv = [
-        "radshare-site",
-        "publish",
-        "--run",
-        str(paths.pggan_run),
-        "--site",
-        site.site_id,
-        "--key",
-        str(paths.signing_key),
-        "--hub",
-        hub_address,
-        "--tls-dir",
-        str(paths.tls),
-    ]
+    argv = ["--run", str(paths.pggan_run)]
     argv += ["--bundle-out", str(paths.pggan_run / f"bundle-{Path(audit['folder']).name}")]
     if not audit.get("passed"):  # the gate would refuse; the demo says so and overrides
         reasons = "; ".join(audit.get("reasons", [])) or "no verdict"
@@ -280,44 +272,27 @@ def publish(
             "site %s: local audit flagged (%s); publishing with override", site.site_id, reasons
         )
         argv += ["--override-audit", f"demo walkthrough at demo settings; audit flagged: {reasons}"]
-    lines = run_command(
-        f"site-{site.site_id}",
-        argv,
-        log_dir=ctx.layout.logs,
-        what=f"site {site.site_id}: publish generator",
-    )
-    found = [m.group(1) for line in lines if (m := _PUBLISHED.search(line))]
-    if not found:
-        raise StepFailedError(f"site {site.site_id}: publish printed no artifact id")
-    return {"generator_id": found[-1]}
+    generator_id = _publish(ctx, site, hub_address, "publish", argv, "publish generator")
+    return {"generator_id": generator_id}
 
 
 def publish_labeller(ctx: DemoContext, site: DemoSite, hub_address: str) -> dict[str, Any]:
     """Sign the site's labeller as a bundle and upload it (``radshare-site publish-labeller``)."""
+    run = ctx.site(site).labeller_run
+    argv = ["--export", str(run / "export"), "--bundle-out", str(run / "bundle")]
+    labeller_id = _publish(ctx, site, hub_address, "publish-labeller", argv, "publish labeller")
+    return {"labeller_id": labeller_id}
+
+
+def _publish(
+    ctx: DemoContext, site: DemoSite, hub_address: str, verb: str, argv: list[str], what: str
+) -> str:
+    """``radshare-site VERB ARGV`` signed with the site's key, to the hub; the artifact id."""
     paths = ctx.site(site)
-    argv = [
-        "radshare-site",
-        "publish-labeller",
-        "--export",
-        str(paths.labeller_run / "export"),
-        "--site",
-        site.site_id,
-        "--key",
-        str(paths.signing_key),
-        "--hub",
-        hub_address,
-        "--tls-dir",
-        str(paths.tls),
-        "--bundle-out",
-        str(paths.labeller_run / "bundle"),
-    ]
-    lines = run_command(
-        f"site-{site.site_id}",
-        argv,
-        log_dir=ctx.layout.logs,
-        what=f"site {site.site_id}: publish labeller",
-    )
+    argv = ["radshare-site", verb, *argv, "--site", site.site_id, "--key", str(paths.signing_key)]
+    argv += ["--hub", hub_address, "--tls-dir", str(paths.tls)]
+    lines = ctx.run(site, what, argv)
     found = [m.group(1) for line in lines if (m := _PUBLISHED.search(line))]
     if not found:
-        raise StepFailedError(f"site {site.site_id}: labeller publish printed no artifact id")
-    return {"labeller_id": found[-1]}
+        raise StepFailedError(f"site {site.site_id}: {what} printed no artifact id")
+    return found[-1]

@@ -30,11 +30,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hub.registry.handlers import HubLimits
 from shared.errors import ConfigError
+from shared.validation import field_error, read_yaml_mapping
 
 __all__ = [
     "HubConfig",
@@ -178,20 +178,10 @@ def load_hub_config(path: Path | None = None, **overrides: Any) -> HubConfig:
     """
     data: dict[str, Any] = {}
     if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as error:
-            raise ConfigError(f"{path}: cannot read hub config: {error}") from error
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
+        loaded = read_yaml_mapping(path, "hub config")
         data = _resolve(_hub_section(loaded, Path(path)), Path(path).parent)
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return HubConfig.model_validate(data)
     except ValidationError as error:
-        first = error.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(
-            f"{path or 'hub config'}: field {field!r}: {first['msg']} "
-            f"(value {first.get('input')!r})"
-        ) from error
+        raise ConfigError(field_error(error, path or "hub config", with_value=True)) from error

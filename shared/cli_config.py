@@ -6,21 +6,27 @@
 then takes its defaults from it: an option named ``tls_dir`` defaults to the file's TLS
 folder in every verb that has one, including verbs added later. Flags on the command line
 always win. The role's loader (``site_node.config`` / ``hub.config``) says which option
-names it fills.
+names it fills. Both CLIs build their ``--config`` root callback with
+:func:`root_options_callback` and their ``config`` verb with :func:`config_check_verb`.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import click
 import typer
+from pydantic import BaseModel
 
 from shared.cli_ranges import iter_commands
 
-__all__ = ["config_check_verb", "default_map_for"]
+__all__ = ["OptionDefaults", "config_check_verb", "default_map_for", "root_options_callback"]
+
+OptionDefaults = tuple[Mapping[str, Any], Mapping[str, Mapping[str, Any]]]
+"""(option name → default for every verb, verb → {option → default}), as default_map_for takes."""
 
 
 def default_map_for(
@@ -48,6 +54,35 @@ def default_map_for(
             node = node.setdefault(part, {})
         node[path[-1]] = values
     return default_map
+
+
+def root_options_callback(
+    doc: str,
+    env: str,
+    config_help: str,
+    load: Callable[[Path], tuple[BaseModel, OptionDefaults]],
+) -> Callable[..., None]:
+    """The root callback of a role's CLI: ``--config FILE`` (or ``$env``) feeds every verb.
+
+    ``doc``: the CLI's one-line help; ``config_help``: the help of ``--config`` (an example
+    path and ``$env``). ``load(path)`` reads and validates the file and returns (config,
+    option defaults); it runs only when a file is given, so the role's loader is imported
+    only then. Stores ``{"config_path", "config"}`` in ``ctx.obj`` (what
+    ``config_check_verb`` reads) and sets ``ctx.default_map``.
+    """
+
+    def root_options(
+        ctx: typer.Context,
+        config: Path | None = typer.Option(None, "--config", envvar=env, help=config_help),
+    ) -> None:
+        if config is None:
+            return
+        cfg, (by_option, by_verb) = load(config)
+        ctx.obj = {"config_path": config, "config": cfg}
+        ctx.default_map = default_map_for(ctx.command, by_option, by_verb)
+
+    root_options.__doc__ = doc
+    return root_options
 
 
 def config_check_verb(cli: str, env: str, example: str) -> Callable[[typer.Context], None]:

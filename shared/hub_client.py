@@ -229,27 +229,28 @@ class HubClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _unary(self, rpc: Any, request: Any, what: str, timeout_s: float = 60.0) -> Any:
+        """``rpc(request)``, its reply; a gRPC error becomes a RadshareError naming ``what``."""
+        try:
+            return rpc(request, timeout=timeout_s)
+        except grpc.RpcError as error:
+            raise error_from_rpc(error, what) from error
+
     def health(self, service: str = "") -> str:
         """Standard gRPC health of ``service`` ("" = the whole server), e.g. 'SERVING'."""
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
         stub = health_pb2_grpc.HealthStub(self._channel)
-        try:
-            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10.0)
-        except grpc.RpcError as error:
-            raise error_from_rpc(error, "Health.Check") from error
+        request = health_pb2.HealthCheckRequest(service=service)
+        reply = self._unary(stub.Check, request, "Health.Check", timeout_s=10.0)
         return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
     # Publishing.
 
     def upload_status(self, artifact_id: str) -> UploadStatus:
         """Bytes of each file the hub holds for ``artifact_id`` (or that it is committed)."""
-        try:
-            reply = self._stub.GetUploadStatus(
-                pb.UploadStatusRequest(artifact_id=artifact_id), timeout=60.0
-            )
-        except grpc.RpcError as error:
-            raise error_from_rpc(error, "GetUploadStatus") from error
+        request = pb.UploadStatusRequest(artifact_id=artifact_id)
+        reply = self._unary(self._stub.GetUploadStatus, request, "GetUploadStatus")
         return serde.upload_status_from_proto(reply)
 
     def publish_bundle(self, bundle_dir: Path, **kwargs: Any) -> PublishResult:
@@ -355,19 +356,13 @@ class HubClient:
             if kind is ArtifactKind.GENERATOR
             else self._stub.ListArtifacts
         )
-        try:
-            reply = rpc(request, timeout=60.0)
-        except grpc.RpcError as error:
-            raise error_from_rpc(error, "list") from error
+        reply = self._unary(rpc, request, "list")
         return [serde.summary_from_proto(s) for s in reply.artifacts]
 
     def get_manifest(self, artifact_id: str, kind: ArtifactKind | None = None) -> ManifestReply:
         """An artifact's signed manifest (id or unique prefix) and the key it verified with."""
         request = pb.GetRequest(artifact_id=artifact_id, kind=serde.kind_to_proto(kind))
-        try:
-            reply = self._stub.GetManifest(request, timeout=60.0)
-        except grpc.RpcError as error:
-            raise error_from_rpc(error, f"GetManifest {artifact_id}") from error
+        reply = self._unary(self._stub.GetManifest, request, f"GetManifest {artifact_id}")
         return serde.manifest_reply_from_proto(reply)
 
     # Audit reports.
@@ -383,22 +378,19 @@ class HubClient:
         what = "PutAuditReport" if isinstance(report, bytes) else (
             f"PutAuditReport {report.generator_id[:12]} site {report.site_id}"
         )  # fmt: skip
-        try:
-            reply = self._stub.PutAuditReport(serde.put_audit_report_to_proto(report), timeout=60.0)
-        except grpc.RpcError as error:
-            raise error_from_rpc(error, what) from error
-        return bool(reply.created)
+        request = serde.put_audit_report_to_proto(report)
+        return bool(self._unary(self._stub.PutAuditReport, request, what).created)
 
     def audit_report_bytes(
         self, generator_id: str, site_id: str | None = None
     ) -> builtins.list[bytes]:
         """A generator's reports as the exact bytes the hub stores (to verify), newest first."""
+        return list(self._list_audit_reports(generator_id, site_id).report_json)
+
+    def _list_audit_reports(self, generator_id: str, site_id: str | None) -> Any:
+        """The ``ListAuditReports`` reply: a generator's stored report bytes (one site's)."""
         request = serde.audit_reports_request_to_proto(generator_id, site_id)
-        try:
-            reply = self._stub.ListAuditReports(request, timeout=60.0)
-        except grpc.RpcError as error:
-            raise error_from_rpc(error, f"ListAuditReports {generator_id}") from error
-        return list(reply.report_json)
+        return self._unary(self._stub.ListAuditReports, request, f"ListAuditReports {generator_id}")
 
     # Audit policy and withdrawal.
 
@@ -412,42 +404,27 @@ class HubClient:
         request = pb.AuthorizeSynthesisRequest(
             generator_id=generator_id, override_reason=override_reason or ""
         )
-        try:
-            reply = self._stub.AuthorizeSynthesis(request, timeout=60.0)
-        except grpc.RpcError as error:
-            raise error_from_rpc(error, f"synthesis with generator {generator_id}") from error
+        what = f"synthesis with generator {generator_id}"
+        reply = self._unary(self._stub.AuthorizeSynthesis, request, what)
         return serde.audit_decision_from_proto(reply)
 
     def audit_states(self, site_id: str | None = None) -> builtins.list[AuditDecision]:
         """Every generator's audit decision and latest override (operators, auditors)."""
-        try:
-            reply = self._stub.ListAuditStates(
-                pb.AuditStatesRequest(site_id=site_id or ""), timeout=60.0
-            )
-        except grpc.RpcError as error:
-            raise error_from_rpc(error, "ListAuditStates") from error
+        request = pb.AuditStatesRequest(site_id=site_id or "")
+        reply = self._unary(self._stub.ListAuditStates, request, "ListAuditStates")
         return serde.audit_states_from_proto(reply)
 
     def withdraw(self, artifact_id: str, reason: str) -> tuple[WithdrawalRecord, bool]:
         """Withdraw an artifact (operators: any; sites: their own); ``(record, created)``."""
-        try:
-            reply = self._stub.WithdrawArtifact(
-                pb.WithdrawRequest(artifact_id=artifact_id, reason=reason), timeout=60.0
-            )
-        except grpc.RpcError as error:
-            raise error_from_rpc(error, f"withdrawal of {artifact_id}") from error
+        request = pb.WithdrawRequest(artifact_id=artifact_id, reason=reason)
+        reply = self._unary(self._stub.WithdrawArtifact, request, f"withdrawal of {artifact_id}")
         return serde.withdraw_response_from_proto(reply)
 
     def audit_reports(
         self, generator_id: str, site_id: str | None = None
     ) -> builtins.list[AuditReport]:
         """A generator's audit reports (id or 8+ hex prefix), newest first (operators, auditors)."""
-        request = serde.audit_reports_request_to_proto(generator_id, site_id)
-        try:
-            reply = self._stub.ListAuditReports(request, timeout=60.0)
-        except grpc.RpcError as error:
-            raise error_from_rpc(error, f"ListAuditReports {generator_id}") from error
-        return serde.audit_reports_from_proto(reply)
+        return serde.audit_reports_from_proto(self._list_audit_reports(generator_id, site_id))
 
     def pull(
         self,

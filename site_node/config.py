@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from shared.errors import ConfigError
+from shared.validation import field_error, read_yaml_mapping
 
 __all__ = [
     "PROFILE_RESOLUTION_PX",
@@ -158,22 +158,13 @@ def _resolve_one(key: str, value: Any, base: Path) -> Any:
 
 def load_site_config(path: Path) -> SiteConfig:
     """Read and validate a site config; ConfigError naming the file, field and value."""
-    try:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(f"{path}: cannot read site config: {error}") from error
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+    loaded = read_yaml_mapping(path, "site config")
     try:
         return SiteConfig.model_validate(
             resolve_relative_paths(loaded, Path(path).resolve().parent)
         )
     except ValidationError as error:
-        first = error.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(
-            f"{path}: field {field!r}: {first['msg']} (value {first.get('input')!r})"
-        ) from error
+        raise ConfigError(field_error(error, path, with_value=True)) from error
 
 
 def site_option_defaults(cfg: SiteConfig) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,14 @@ def site_a(sample_data: Path) -> Path:
 def site_b(sample_data: Path) -> Path:
     """Real Guangzhou paediatric images of site B."""
     return sample_data / "cxr-site-b"
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op torch thread for a module: deterministic, and on a busy shared 2-core
+    machine far faster (two OpenMP threads ran 10-40x slower). Use it with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

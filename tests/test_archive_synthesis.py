@@ -467,7 +467,7 @@ def test_command_logs_progress_lines_and_writes_the_archive(sources, caplog):
     assert result.exit_code == 0, result.output
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("synthesize:")]
     assert lines[0] == "synthesize: 0/60 images already written"
-    assert lines[-1].startswith("synthesize: 60/60 images")
+    assert lines[-1].startswith("synthesize: 100% (60 of 60 images), ")
     table = pd.read_csv(out / "Data_Entry.csv")
     assert len(table) == 60 and all((out / "images" / n).is_file() for n in table["Image Index"])
 

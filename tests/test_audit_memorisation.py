@@ -22,13 +22,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 
 from shared.artifacts.audit import AuditSettings, AuditSummary
 from shared.labels import NIH_LABELS
 from site_node.audit.memorisation import run_memorisation_audit
 from site_node.data.cache import SiteCache, write_cache
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 RES_PX = 64
 SEEDS = (0, 1, 2)
@@ -49,15 +50,6 @@ def _load_64px(folder: Path, count: int | None = None) -> tuple[pd.DataFrame, np
     factor = full.shape[-1] // RES_PX  # 4×4 area averaging, as the cache's pyramid does
     small = full.reshape(len(full), RES_PX, factor, RES_PX, factor).mean(axis=(2, 4))
     return table, np.clip(np.rint(small), 0, 255).astype(np.uint8)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One torch thread: on the shared 2-core box two OpenMP threads ran several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

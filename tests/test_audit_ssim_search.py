@@ -1,4 +1,4 @@
-"""The audit's SSIM searches: fused kernel with pruning = torch search; counts, time, progress.
+"""The audit's SSIM searches: fused kernel with pruning = torch search; counts and time.
 
 Site A's real radiographs at 64² (a cache built from the PNGs); the "generator"
 replays noisy training images, so nearest neighbours are clear and pruning has
@@ -7,29 +7,20 @@ work to do. The torch search (``backend="torch"``) is the independent reference.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from helpers_cache import build_site_cache
 
 from shared.artifacts.audit import AuditSettings, AuditSummary
 from shared.metrics import ssim_fused
 from shared.metrics.nn_search import SearchOptions
 from site_node.audit.memorisation import run_memorisation_audit
-from site_node.audit.progress import SearchProgress, format_seconds
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 SETTINGS = AuditSettings(num_samples=30, num_permutations=199, reference_samples=10)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -92,26 +83,6 @@ def test_summaries_without_search_counts_still_parse():
     assert summary.ssim_search is None
     assert "ssim_search" not in summary.model_dump_json()  # older JSON is unchanged
     assert AuditSummary.model_validate_json(summary.model_dump_json()) == summary
-
-
-def test_progress_logs_percent_and_eta_when_not_on_a_terminal(caplog):
-    caplog.set_level(logging.INFO, logger="radshare.site.audit")
-    with SearchProgress(1000, bar=False, log_every_s=0.0) as progress:
-        progress(250)
-        progress(250)
-    lines = [record.getMessage() for record in caplog.records]
-    assert lines[0].startswith("SSIM search: 25% (250 of 1,000 pairs)")
-    assert "ETA " in lines[0] and "ETA ?" not in lines[0]
-    assert lines[-1].startswith("SSIM search: 50% (500 of 1,000 pairs)")
-    assert progress.eta_seconds() is not None
-
-
-def test_eta_is_remaining_pairs_at_the_rate_so_far():
-    progress = SearchProgress(1000, bar=False)
-    progress._started = 0.0  # 400 pairs in 10 s: 600 more take 15 s
-    progress.done_pairs = 400
-    assert progress.eta_seconds(now=10.0) == pytest.approx(15.0)
-    assert [format_seconds(s) for s in (12, 187, 3720)] == ["12s", "3m07s", "1h02m"]
 
 
 def test_cli_refuses_an_unknown_ssim_backend_before_loading_anything(tmp_path, capsys):

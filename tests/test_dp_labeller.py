@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -17,19 +15,12 @@ from site_node.labeller.module import LabellerModule
 from site_node.privacy.config import DPOptions
 from site_node.privacy.dp_labeller import DPLabellerCallback, dp_compatible
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 CFG = LabellerConfig(
     resolution_px=64, class_names=("Effusion", "No Finding"), init_features=8, growth_rate=4,
     block_config=(1, 1, 1, 1),
 )  # fmt: skip
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: on a busy shared 2-core machine two threads ran ~40x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _data(n: int, seed: int) -> TensorDataset:

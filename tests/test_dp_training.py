@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +22,9 @@ from site_node.privacy.accountant import truncate_segments
 from site_node.privacy.config import DPOptions
 from site_node.privacy.dp_module import DPPGGANModule
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 DELTA = 1e-5
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: on a busy shared 2-core machine two threads ran ~40x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -75,10 +75,10 @@ def _local_message(content, dst_node_id, message_type):
 
 @pytest.fixture(autouse=True)
 def local_messages(monkeypatch):
-    import hub.flower.evaluate_server as evaluate_server
+    import hub.flower.fanout as fanout
     import hub.flower.fedavg_labeller as fedavg
 
-    for module in (evaluate_server, fedavg):
+    for module in (fanout, fedavg):
         monkeypatch.setattr(module, "Message", _local_message)
 
 

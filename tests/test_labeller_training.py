@@ -13,11 +13,12 @@ from shared.artifacts.labeller import (
     load_labeller_export,
     save_labeller_export,
 )
+from shared.classifier_recipe import augment_batch
 from shared.errors import ArtifactError, ConfigError
 from shared.labels import NIH_LABELS
 from shared.networks.labeller import Labeller, LabellerConfig
 from site_node.data.cache import write_cache
-from site_node.labeller.data import augment_batch, class_weights
+from site_node.labeller.data import class_weights
 from site_node.labeller.metrics import evaluate_classes
 from site_node.labeller.module import weighted_bce_with_logits
 from site_node.labeller.train import LabellerTrainOptions, train_labeller

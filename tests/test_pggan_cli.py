@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from helpers_cache import build_site_cache
 from PIL import Image
 from typer.testing import CliRunner
@@ -16,19 +15,13 @@ from site_node.cli import app
 from site_node.pggan.export import load_exported_generator
 from site_node.pggan.sampling import generate_uint8
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TINY_8PX = [
     "--resolution", "8", "--kimg-per-phase", "0.04", "--batch-sizes", "4:8,8:8",
     "--fmap-base", "64", "--fmap-max", "16", "--z-dim", "16", "--tick-kimg", "0.04",
     "--sample-every-kimg", "0.04", "--accelerator", "cpu", "--no-progress-bar",
 ]  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_train_then_sample(site_a: Path, tmp_path: Path) -> None:

@@ -26,6 +26,8 @@ from site_node.data.cache import SiteCache
 from site_node.pggan.options import TrainOptions
 from site_node.pggan.train import resume_options, train
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 # 8 px, tiny nets; 0.2 kimg per phase at batch 8 = 25 steps = 5 ticks of 0.04 kimg.
 # Phases: stabilise 4 px [0, 200), fade 8 px [200, 400), stabilise 8 px [400, 600) images.
 SMALL = {
@@ -48,15 +50,6 @@ SMALL = {
 @pytest.fixture(scope="module")
 def cache(site_a: Path, tmp_path_factory: pytest.TempPathFactory) -> SiteCache:
     return build_site_cache(site_a, tmp_path_factory.getbasetemp() / "site_a_cache")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: deterministic and, on the shared 2-core box, far faster than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class StopAfterTicks(Callback):

@@ -22,6 +22,8 @@ from shared.metrics.nn_search import (
 )
 from shared.metrics.ssim import SSIMSettings
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 RES_PX = 64
 K = 5
 # Tiny blocks and chunks, so that merging across chunks and blocks is exercised.
@@ -36,15 +38,6 @@ def _load_64px(folder: Path, count: int) -> np.ndarray:
     factor = full.shape[-1] // RES_PX  # 4×4 area averaging, as the cache's pyramid does
     small = full.reshape(len(full), RES_PX, factor, RES_PX, factor).mean(axis=(2, 4))
     return np.clip(np.rint(small), 0, 255).astype(np.uint8)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One torch thread: on the shared 2-core box two OpenMP threads ran several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

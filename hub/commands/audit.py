@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from hub.commands.options import HUB
+
 __all__ = ["audit"]
 
 APP_DIR = Path(__file__).resolve().parents[1] / "flower" / "app"
@@ -29,7 +31,7 @@ def audit(
     superlink: str = typer.Option(
         "consortium", "--superlink", help="flwr connection name in $FLWR_HOME/config.toml"
     ),
-    hub: str = typer.Option("127.0.0.1:50051", "--hub", help="hub address host:port"),
+    hub: str = HUB,
     tls_dir: Path = typer.Option(Path("hub-data/tls"), "--tls-dir", help="ca.crt and identities"),
     identity: str = typer.Option("operator", "--identity", help="certificate that pulls"),
     num_samples: int = typer.Option(500, "--num-samples", help="images each site draws"),

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from hub.commands.options import HUB
+
 __all__ = ["audit_reports"]
 
 
@@ -15,7 +17,7 @@ def audit_reports(
     out: Path | None = typer.Option(
         None, "--out", help="new folder: report.md (and reports/<site>.json), newest per site"
     ),
-    hub: str = typer.Option("127.0.0.1:50051", "--hub", help="hub address host:port"),
+    hub: str = HUB,
     tls_dir: Path = typer.Option(Path("hub-data/tls"), "--tls-dir", help="ca.crt and identities"),
     identity: str = typer.Option(
         "auditor", "--identity", help="whose certificate to use (auditor / operator)"

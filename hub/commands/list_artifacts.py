@@ -6,16 +6,16 @@ from pathlib import Path
 
 import typer
 
+from hub.commands.options import HUB, TLS_DIR
+
 __all__ = ["list_artifacts"]
 
 
 def list_artifacts(
     kind: str = typer.Option("generator", help="generator | labeller | classifier | all"),
     site: str | None = typer.Option(None, help="only this site's artifacts"),
-    hub: str = typer.Option("127.0.0.1:50051", help="hub address host:port"),
-    tls_dir: Path = typer.Option(
-        Path("hub-data/tls"), help="folder with ca.crt and <identity>.crt/.key"
-    ),
+    hub: str = HUB,
+    tls_dir: Path = TLS_DIR,
     identity: str = typer.Option("operator", help="whose certificate to use (operator / auditor)"),
     hub_root: Path | None = typer.Option(
         None,

@@ -6,16 +6,16 @@ from pathlib import Path
 
 import typer
 
+from hub.commands.options import HUB, TLS_DIR
+
 __all__ = ["pull"]
 
 
 def pull(
     artifact_id: str = typer.Argument(..., help="artifact id, or a unique prefix of 8+ hex digits"),
     out: Path | None = typer.Option(None, help="new bundle folder (default pulled/<id12>)"),
-    hub: str = typer.Option("127.0.0.1:50051", help="hub address host:port"),
-    tls_dir: Path = typer.Option(
-        Path("hub-data/tls"), help="folder with ca.crt and <identity>.crt/.key"
-    ),
+    hub: str = HUB,
+    tls_dir: Path = TLS_DIR,
     identity: str = typer.Option("operator", help="whose certificate to use (operators pull)"),
     keyring: Path | None = typer.Option(
         None, help="consortium keyring JSON (`keyring export`); default: the hub's own keys"

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from hub.commands.options import HUB, TLS_DIR
+
 __all__ = ["pull_archive"]
 
 
@@ -14,10 +16,8 @@ def pull_archive(
     out: Path = typer.Option(
         ..., help="new folder; an interrupted pull resumes from <out>.partial"
     ),
-    hub: str = typer.Option("127.0.0.1:50051", help="hub address host:port"),
-    tls_dir: Path = typer.Option(
-        Path("hub-data/tls"), help="folder with ca.crt and <identity>.crt/.key"
-    ),
+    hub: str = HUB,
+    tls_dir: Path = TLS_DIR,
     identity: str = typer.Option("operator", help="whose certificate to use (operators only)"),
 ) -> None:
     """Pull an archive (every file checked against its manifest).

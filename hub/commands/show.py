@@ -8,6 +8,8 @@ from typing import Any
 
 import typer
 
+from hub.commands.options import HUB, TLS_DIR
+
 __all__ = ["show"]
 
 # Manifest keys an auditor looks for first (anywhere in the manifest).
@@ -16,10 +18,8 @@ _AUDIT_WORDS = ("audit", "override", "verdict", "withdraw", "dp.epsilon", "dp.de
 
 def show(
     artifact_id: str = typer.Argument(..., help="artifact id, or a unique prefix of 8+ hex digits"),
-    hub: str = typer.Option("127.0.0.1:50051", help="hub address host:port"),
-    tls_dir: Path = typer.Option(
-        Path("hub-data/tls"), help="folder with ca.crt and <identity>.crt/.key"
-    ),
+    hub: str = HUB,
+    tls_dir: Path = TLS_DIR,
     identity: str = typer.Option("auditor", help="whose certificate to use (auditor / operator)"),
     as_json: bool = typer.Option(False, "--json", help="print the whole manifest as JSON"),
 ) -> None:

@@ -154,57 +154,22 @@ def _puller(  # type: ignore[no-untyped-def]
 def _run_with_progress(job, log_every_s: float = 15.0):
     """Run the job with a progress bar on a terminal, or a log line every ``log_every_s``."""
     import logging
-    import sys
-    import time
-
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
 
     from hub.synthesis.pipeline import run_synthesis
+    from shared.progress import ProgressReporter
 
     total, already = job.plan.requested_images, _images_written(job.options.out_dir)
-    began, done, last_log = time.perf_counter(), [0], [time.perf_counter()]
     log = logging.getLogger("radshare.hub.synthesis")
-
-    def rate() -> float:
-        return done[0] / max(time.perf_counter() - began, 1e-9)
-
-    if not sys.stderr.isatty():  # a service or a demo log: plain progress lines
-
-        def log_progress(num_images: int) -> None:
-            done[0] += num_images
-            if time.perf_counter() - last_log[0] >= log_every_s or already + done[0] >= total:
-                last_log[0] = time.perf_counter()
-                left = total - already - done[0]
-                eta = f"{left / rate():.0f} s" if rate() > 0 else "after the first images"
-                log.info(
-                    "synthesize: %d/%d images, %.2f images/s, ETA %s",
-                    already + done[0], total, rate(), eta,
-                )  # fmt: skip
-
+    progress = ProgressReporter(
+        total, unit="images", description="synthesize", logger=log,
+        log_every_s=log_every_s, completed=already,
+    )  # fmt: skip
+    if not progress.use_bar:  # a service or a demo log: plain progress lines
         log.info("synthesize: %d/%d images already written", already, total)
         if not job.plan.unlabelled:
             log.info("synthesize: optimising latents first (progress lines every 10 s)")
-        return run_synthesis(job, log_progress)
-
-    columns = (
-        TextColumn("[bold]synthesize"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]} images/s"), TimeElapsedColumn(), TimeRemainingColumn(),
-    )  # fmt: skip
-    with Progress(*columns) as bar:
-        task = bar.add_task("images", total=total, completed=already, rate="-")
-
-        def advance(num_images: int) -> None:
-            done[0] += num_images
-            bar.update(task, advance=num_images, rate=f"{rate():.2f}")
-
-        return run_synthesis(job, advance)
+    with progress:
+        return run_synthesis(job, progress)
 
 
 def _images_written(out: Path) -> int:

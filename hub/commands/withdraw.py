@@ -6,16 +6,16 @@ from pathlib import Path
 
 import typer
 
+from hub.commands.options import HUB, TLS_DIR
+
 __all__ = ["withdraw"]
 
 
 def withdraw(
     artifact_id: str = typer.Argument(..., help="artifact id, or a unique prefix of 8+ hex digits"),
     reason: str = typer.Option(..., "--reason", help="why (10 to 500 characters), recorded"),
-    hub: str = typer.Option("127.0.0.1:50051", "--hub", help="hub address host:port"),
-    tls_dir: Path = typer.Option(
-        Path("hub-data/tls"), "--tls-dir", help="folder with ca.crt and <identity>.crt/.key"
-    ),
+    hub: str = HUB,
+    tls_dir: Path = TLS_DIR,
     identity: str = typer.Option(
         "operator", "--identity", help="operator (any artifact) or site:<id> (its own only)"
     ),

@@ -73,6 +73,14 @@ def _html_table(markdown: str) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _html_list(heading: str, reasons: dict) -> str:
+    """``<h2>heading</h2>`` and a list of ``key: reason`` items, escaped."""
+    items = "".join(
+        f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>" for k, v in reasons.items()
+    )
+    return f"<h2>{html.escape(heading)}</h2><ul>{items}</ul>"
+
+
 def write_report(
     path: Path,
     evaluations: Sequence[SiteEvaluation],
@@ -95,23 +103,9 @@ def write_report(
         _html_table(markdown_table(table)),
     ]
     if refusals:
-        parts.append(
-            "<h2>Sites that refused the query</h2><ul>"
-            + "".join(
-                f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>"
-                for k, v in refusals.items()
-            )
-            + "</ul>"
-        )
+        parts.append(_html_list("Sites that refused the query", refusals))
     if failures:
-        parts.append(
-            "<h2>Sites that did not answer</h2><ul>"
-            + "".join(
-                f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>"
-                for k, v in failures.items()
-            )
-            + "</ul>"
-        )
+        parts.append(_html_list("Sites that did not answer", failures))
     parts.append("<h2>ROC curves</h2>")
     for (site, label), _ in table.groupby(["site", "label"], sort=True):
         figure = roc_figure(site, label, evaluations)

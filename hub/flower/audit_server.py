@@ -38,16 +38,10 @@ from typing import Any
 from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
+from hub.flower.fanout import SiteReplies, ask_sites
 from shared.artifacts.audit import AuditReport, AuditSettings, verify_audit_report
 from shared.artifacts.keyring import ConsortiumKeyring, SignerKeys
-from shared.audit_records import (
-    MESSAGE_TYPE,
-    REFUSED_CODE,
-    SKIPPED_CODE,
-    AuditRequest,
-    report_from_records,
-    request_to_records,
-)
+from shared.audit_records import MESSAGE_TYPE, AuditRequest, report_from_records, request_to_records
 from shared.errors import ArtifactError, ConfigError, FederationError
 
 __all__ = [
@@ -62,15 +56,12 @@ log = logging.getLogger("radshare.hub.flower")
 
 
 @dataclass
-class SiteAudits:
+class SiteAudits(SiteReplies):
     """Reports by site id (parsed, and the site-signed bytes as received); refusals and
     failures by node id (reason text; a refusal names the site, rule, value and limit)."""
 
     reports: dict[str, AuditReport] = field(default_factory=dict)
     signed: dict[str, bytes] = field(default_factory=dict)
-    refusals: dict[int, str] = field(default_factory=dict)
-    failures: dict[int, str] = field(default_factory=dict)
-    skipped: list[int] = field(default_factory=list)
 
 
 def audit_content(
@@ -89,21 +80,10 @@ def audit_content(
     return request_to_records(request)
 
 
-def _accept_reply(
+def _accept_report(
     results: SiteAudits, node: int, reply: Message, generator_id: str, keys: SignerKeys | None
 ) -> None:
-    """File one reply: skipped, refused, failed, or a report (signature checked if keys)."""
-    if reply.has_error():
-        text = f"code {reply.error.code}: {reply.error.reason}"
-        if reply.error.code == SKIPPED_CODE:
-            results.skipped.append(node)  # a site that was not chosen
-        elif reply.error.code == REFUSED_CODE:
-            results.refusals[node] = str(reply.error.reason)
-            log.warning("query.audit: node %d refused: %s", node, reply.error.reason)
-        else:
-            results.failures[node] = text
-            log.warning("query.audit: node %d failed: %s", node, text)
-        return
+    """File one answer: a report (signature checked if keys), or a malformed reply."""
     try:
         data, report = report_from_records(reply.content)
         if keys is not None:
@@ -133,19 +113,12 @@ def audit_on_sites(
 
     ``keys``: the consortium keyring; each report must then verify against its site's key.
     """
-    nodes = list(node_ids if node_ids is not None else grid.get_node_ids())
-    if not nodes:
-        raise FederationError("no site is connected to the SuperLink")
-    messages = [
-        Message(content=content, dst_node_id=node, message_type=MESSAGE_TYPE) for node in nodes
-    ]
-    results, answered = SiteAudits(), set()
-    for reply in grid.send_and_receive(messages, timeout=timeout_s):
-        node = reply.metadata.src_node_id
-        answered.add(node)
-        _accept_reply(results, node, reply, generator_id, keys)
-    for node in set(nodes) - answered:
-        results.failures[node] = f"no reply within {timeout_s:.0f} s"
+    results = SiteAudits()
+    answers = ask_sites(
+        grid, content, MESSAGE_TYPE, results, node_ids=node_ids, timeout_s=timeout_s
+    )
+    for node, reply in answers:
+        _accept_report(results, node, reply, generator_id, keys)
     log.info(
         "query.audit: %d sites answered, %d refused, %d failed",
         len(results.reports),

@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 from flwr.serverapp import Grid
 
-from shared.audit_records import REFUSED_CODE, SKIPPED_CODE
+from hub.flower.fanout import SiteReplies, ask_sites
 from shared.errors import ConfigError, FederationError
 from shared.evaluation_records import (
     CLASSIFIER_RECORD,
@@ -61,13 +61,10 @@ MESSAGE_TYPE = "evaluate.classifier"
 
 
 @dataclass
-class SiteResults:
+class SiteResults(SiteReplies):
     """Replies by site id; refusals (site, rule, value, limit) and failures by node id."""
 
     evaluations: dict[str, SiteEvaluation] = field(default_factory=dict)
-    refusals: dict[int, str] = field(default_factory=dict)
-    failures: dict[int, str] = field(default_factory=dict)
-    skipped: list[int] = field(default_factory=list)
 
 
 def request_content(
@@ -110,35 +107,17 @@ def evaluate_on_sites(
     timeout_s: float = 3600.0,
 ) -> SiteResults:
     """Send ``content`` as ``evaluate.classifier`` to each node; parse the replies."""
-    nodes = list(node_ids if node_ids is not None else grid.get_node_ids())
-    if not nodes:
-        raise FederationError("no site is connected to the SuperLink")
-    messages = [
-        Message(content=content, dst_node_id=node, message_type=MESSAGE_TYPE) for node in nodes
-    ]
-    results, replied = SiteResults(), set()
-    for reply in grid.send_and_receive(messages, timeout=timeout_s):
-        node = reply.metadata.src_node_id
-        replied.add(node)
-        if reply.has_error() and reply.error.code == SKIPPED_CODE:
-            results.skipped.append(node)
-            continue
-        if reply.has_error() and reply.error.code == REFUSED_CODE:
-            results.refusals[node] = str(reply.error.reason)
-            log.warning("evaluate.classifier: node %d refused: %s", node, reply.error.reason)
-            continue
-        if reply.has_error():
-            results.failures[node] = f"code {reply.error.code}: {reply.error.reason}"
-            log.warning("evaluate.classifier: node %d failed: %s", node, results.failures[node])
-            continue
+    results = SiteResults()
+    answers = ask_sites(
+        grid, content, MESSAGE_TYPE, results, node_ids=node_ids, timeout_s=timeout_s
+    )
+    for node, reply in answers:
         try:
             evaluation = evaluation_from_records(reply.content)
         except (FederationError, ValueError, KeyError) as error:
             results.failures[node] = f"malformed reply: {error}"
             continue
         results.evaluations[evaluation.site_id] = evaluation
-    for node in set(nodes) - replied:
-        results.failures[node] = f"no reply within {timeout_s:.0f} s"
     log.info(
         "evaluate.classifier: %d sites answered, %d refused, %d failed",
         len(results.evaluations),

@@ -32,6 +32,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from hub.flower.evaluate_server import evaluate_on_sites, request_content
+from hub.flower.fanout import site_nodes
 from shared.artifacts.labeller import (
     ClassMetrics,
     LabellerCard,
@@ -182,9 +183,7 @@ def fedavg_labeller(
     # Construct the global labeller and find the sites.
     torch.manual_seed(settings.recipe.seed)
     net = Labeller(settings.labeller_config)
-    nodes = list(grid.get_node_ids())
-    if not nodes:
-        raise FederationError("no site is connected to the SuperLink")
+    nodes = site_nodes(grid)
 
     # Train: one round after the other.
     history = [_round(grid, net, settings, r, nodes) for r in range(settings.rounds)]

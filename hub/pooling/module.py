@@ -8,50 +8,22 @@ never annotated adds neither loss nor gradient. Optimiser: Adam, lr reduced ten-
 when the validation macro AUC (over annotated rows only) stops improving.
 
 Augmentation (on by default, Segal et al. §3.3 for one channel): rotation within ±10°,
-horizontal flip p = 0.5, brightness and contrast factors in [0.9, 1.1].
+horizontal flip p = 0.5, brightness and contrast factors in [0.9, 1.1]; the recipe (input
+range, augmentation, optimiser) is a site labeller's, from :mod:`shared.classifier_recipe`.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 
+from shared.classifier_recipe import MONITOR, adam_with_plateau, augment_batch, to_network_range
 from shared.masked_loss import masked_weighted_bce_with_logits
 from shared.networks.labeller import Labeller, LabellerConfig
 from shared.stats import roc_auc
 
-__all__ = ["MONITOR", "PooledClassifierModule", "augment", "masked_macro_auc", "to_network_range"]
-
-MONITOR = "val_macro_auc"
-
-
-def to_network_range(images_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 ``[N, 1, R, R]`` → float32 in [-1, 1] (``x / 127.5 - 1``)."""
-    return images_uint8.float() / 127.5 - 1.0
-
-
-def augment(
-    x: torch.Tensor, max_rotation_deg: float = 10.0, flip_p: float = 0.5, jitter: float = 0.1
-) -> torch.Tensor:
-    """Random rotation, horizontal flip, brightness and contrast of ``[N, 1, R, R]`` in [-1, 1]."""
-    n, device = x.shape[0], x.device
-    angle = (torch.rand(n, device=device) * 2 - 1) * math.radians(max_rotation_deg)
-    mirror = torch.where(torch.rand(n, device=device) < flip_p, -1.0, 1.0)
-    cos, sin, zero = torch.cos(angle), torch.sin(angle), torch.zeros(n, device=device)
-    theta = torch.stack(
-        [torch.stack([cos * mirror, -sin, zero], 1), torch.stack([sin * mirror, cos, zero], 1)], 1
-    )
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x01 = F.grid_sample((x + 1) / 2, grid, padding_mode="zeros", align_corners=False)
-    brightness = 1 + (torch.rand(n, 1, 1, 1, device=device) * 2 - 1) * jitter
-    contrast = 1 + (torch.rand(n, 1, 1, 1, device=device) * 2 - 1) * jitter
-    x01 = (x01 * brightness).clamp(0, 1)
-    mean = x01.mean(dim=(1, 2, 3), keepdim=True)
-    return ((x01 - mean) * contrast + mean).clamp(0, 1) * 2 - 1
+__all__ = ["PooledClassifierModule", "masked_macro_auc"]
 
 
 def masked_macro_auc(labels: np.ndarray, mask: np.ndarray, logits: np.ndarray) -> float:
@@ -98,7 +70,7 @@ class PooledClassifierModule(pl.LightningModule):
         """Masked weighted BCE of a batch, and its logits."""
         x = to_network_range(images)
         if train and self.use_augmentation:
-            x = augment(x)
+            x = augment_batch(x)
         logits = self.classifier(x)
         return masked_weighted_bce_with_logits(
             logits, targets, mask, self.w_pos, self.w_neg
@@ -125,11 +97,4 @@ class PooledClassifierModule(pl.LightningModule):
         self.log(MONITOR, 0.5 if np.isnan(auc) else auc, prog_bar=True)
 
     def configure_optimizers(self):
-        optimizer = torch.optim.Adam(self.classifier.parameters(), lr=self.lr)
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="max", factor=0.1, patience=self.lr_patience_epochs
-        )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": MONITOR, "interval": "epoch"},
-        }
+        return adam_with_plateau(self.classifier.parameters(), self.lr, self.lr_patience_epochs)

@@ -30,10 +30,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch.utils.data import DataLoader
 
 from hub.pooling.dataset import ArchiveImages, TrainingTable, load_training_table, split_by_patient
-from hub.pooling.module import MONITOR, PooledClassifierModule, masked_macro_auc, to_network_range
+from hub.pooling.module import PooledClassifierModule, masked_macro_auc
 from shared.artifacts.archive import ARCHIVE_MANIFEST
 from shared.artifacts.classifier import ClassifierCard, ClassifierClass, write_classifier_bundle
 from shared.artifacts.signing import generate_signing_key, load_private_key, write_private_key
+from shared.classifier_recipe import MONITOR, to_network_range
 from shared.errors import ConfigError, TrainingError
 from shared.fileio import atomic_write_text
 from shared.masked_loss import masked_class_weights

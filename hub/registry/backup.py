@@ -51,6 +51,7 @@ from shared.artifacts.manifest import FileEntry
 from shared.errors import ConfigError, DataLossError, IntegrityError, RegistryUnavailableError
 from shared.fileio import atomic_write_text, sha256_file
 from shared.locks import hold_exclusive_lock
+from shared.validation import field_error
 
 __all__ = [
     "BACKUP_MANIFEST",
@@ -225,9 +226,7 @@ def read_backup(source: Path) -> BackupManifest:
     except OSError as error:
         raise ConfigError(f"{path}: cannot read the backup manifest ({error.strerror})") from None
     except ValidationError as error:
-        first = error.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "(manifest)"
-        raise ConfigError(f"{path}: field {field!r}: {first['msg']}") from None
+        raise ConfigError(field_error(error, path, whole="(manifest)")) from None
     db_sha256, db_bytes = sha256_file(source / DB_FILE)
     if (db_sha256, db_bytes) != (manifest.database_sha256, manifest.database_bytes):
         raise IntegrityError(f"{source / DB_FILE}: does not match {path} (hash or size)")

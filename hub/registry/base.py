@@ -25,7 +25,7 @@ from hub.registry.integrity import BlobState
 from shared.artifacts.audit import AuditReport
 from shared.artifacts.audit_state import AuditOverrideRecord, WithdrawalRecord
 from shared.artifacts.records import ArtifactKind, ArtifactSummary
-from shared.errors import NotFoundError
+from shared.errors import NotFoundError, RegistryError
 
 __all__ = [
     "ArtifactRecord",
@@ -33,16 +33,34 @@ __all__ = [
     "GeneratorRegistry",
     "StagedUpload",
     "StoredAuditReport",
-    "received_key",
+    "refuse_replacement",
+    "report_key",
 ]
 
 
-def received_key(report: AuditReport) -> str:
-    """``report.received`` as sortable UTC ISO text (a naive time is taken as UTC)."""
+def report_key(report: AuditReport) -> tuple[str, str, str]:
+    """(generator id, site id, received): the key of a stored report.
+
+    ``received`` is sortable UTC ISO text (a naive time is taken as UTC).
+    """
     received = report.received
     if received.tzinfo is None:
         received = received.replace(tzinfo=UTC)
-    return received.astimezone(UTC).isoformat(timespec="microseconds")
+    received_utc = received.astimezone(UTC).isoformat(timespec="microseconds")
+    return report.generator_id, report.site_id, received_utc
+
+
+def refuse_replacement(report: AuditReport, stored: bytes, data: bytes) -> bool:
+    """False if ``data`` is the report stored under its key already (idempotent).
+
+    Raises RegistryError if it differs: reports are never replaced.
+    """
+    if stored != data:
+        raise RegistryError(
+            f"a different report of site {report.site_id!r} received {report_key(report)[2]} "
+            f"is stored for {report.generator_id[:12]}…; reports are never replaced"
+        )
+    return False
 
 
 @dataclass(frozen=True)
@@ -141,9 +159,19 @@ class ArtifactRegistry(ABC):
     ) -> list[ArtifactSummary]:
         """Committed artifacts, oldest first, filtered by kind and site when given."""
 
-    @abstractmethod
     def open_file(self, artifact_id: str, file_name: str) -> BinaryIO:
         """Read one file of a committed artifact; NotFoundError if absent."""
+        record = self.find(artifact_id)
+        if record is None:
+            raise NotFoundError(f"no artifact with id {artifact_id!r}")
+        for info in record.summary.files:
+            if info.name == file_name:
+                return self._open_blob(info.sha256)
+        raise NotFoundError(f"artifact {artifact_id[:12]}… has no file {file_name!r}")
+
+    @abstractmethod
+    def _open_blob(self, sha256: str) -> BinaryIO:
+        """Read the committed file whose content hash is ``sha256``."""
 
     # Audit reports.
 
@@ -162,11 +190,11 @@ class ArtifactRegistry(ABC):
         Either refusal leaves the stored reports unchanged.
         """
 
-    @abstractmethod
     def audit_reports(
         self, generator_id: str, site_id: str | None = None
     ) -> builtins.list[AuditReport]:
         """Reports stored for this exact artifact id (and site, when given), newest first."""
+        return [r.report for r in self.audit_report_records(generator_id, site_id)]
 
     # Audit policy state: stored report bytes, overrides, withdrawals (hub.registry.audit_policy).
 

@@ -14,7 +14,8 @@ from hub.registry.base import (
     ArtifactRegistry,
     StagedUpload,
     StoredAuditReport,
-    received_key,
+    refuse_replacement,
+    report_key,
 )
 from hub.registry.integrity import BlobState
 from shared.artifacts.audit import AuditReport
@@ -137,31 +138,20 @@ class InMemoryRegistry(ArtifactRegistry):
             if (kind is None or s.kind == kind) and (not site_id or s.site_id == site_id)
         ]
 
-    def open_file(self, artifact_id: str, file_name: str) -> BinaryIO:
-        record = self.find(artifact_id)
-        if record is None:
-            raise NotFoundError(f"no artifact with id {artifact_id!r}")
-        for info in record.summary.files:
-            if info.name == file_name:
-                return io.BytesIO(self.blobs[info.sha256])
-        raise NotFoundError(f"artifact {artifact_id[:12]}… has no file {file_name!r}")
+    def _open_blob(self, sha256: str) -> BinaryIO:
+        return io.BytesIO(self.blobs[sha256])
 
     def put_audit_report(
         self, report: AuditReport, submitted_by: str, report_json: bytes | None = None
     ) -> bool:
-        key = (report.generator_id, report.site_id, received_key(report))
+        key = report_key(report)
         data = report.model_dump_json().encode() if report_json is None else bytes(report_json)
         with self._lock:
             if report.generator_id not in self._records:
                 raise NotFoundError(f"no artifact with id {report.generator_id!r}")
             existing = self.reports.get(key)
             if existing is not None:
-                if existing[2] != data:
-                    raise RegistryError(
-                        f"a different report of site {report.site_id!r} received {key[2]} is "
-                        f"stored for {report.generator_id[:12]}…; reports are never replaced"
-                    )
-                return False
+                return refuse_replacement(report, existing[2], data)
             self.reports[key] = (report, submitted_by, data)
         return True
 
@@ -174,11 +164,6 @@ class InMemoryRegistry(ArtifactRegistry):
         keys.sort(key=lambda k: k[1])
         keys.sort(key=lambda k: k[2], reverse=True)  # newest first; sites in order on a tie
         return keys
-
-    def audit_reports(
-        self, generator_id: str, site_id: str | None = None
-    ) -> builtins.list[AuditReport]:
-        return [r.report for r in self.audit_report_records(generator_id, site_id)]
 
     def audit_report_records(
         self, generator_id: str, site_id: str | None = None

@@ -44,7 +44,8 @@ from hub.registry.base import (
     ArtifactRegistry,
     StagedUpload,
     StoredAuditReport,
-    received_key,
+    refuse_replacement,
+    report_key,
 )
 from hub.registry.blobstore import BlobStore
 from hub.registry.database import connect
@@ -346,21 +347,15 @@ class SqliteRegistry(ArtifactRegistry):
             rows = db.execute(query + " ORDER BY published_at, artifact_id", args).fetchall()
             return [self._record(db, row).summary for row in rows]
 
-    def open_file(self, artifact_id: str, file_name: str) -> BinaryIO:
-        record = self.find(artifact_id)
-        if record is None:
-            raise NotFoundError(f"no artifact with id {artifact_id!r}")
-        for info in record.summary.files:
-            if info.name == file_name:
-                return self.blobs.open(info.sha256)
-        raise NotFoundError(f"artifact {artifact_id[:12]}… has no file {file_name!r}")
+    def _open_blob(self, sha256: str) -> BinaryIO:
+        return self.blobs.open(sha256)
 
     # Audit reports.
 
     def put_audit_report(
         self, report: AuditReport, submitted_by: str, report_json: bytes | None = None
     ) -> bool:
-        key = (report.generator_id, report.site_id, received_key(report))
+        key = report_key(report)
         data = report.model_dump_json().encode() if report_json is None else bytes(report_json)
         with self._transaction() as db:
             found = db.execute(
@@ -374,12 +369,7 @@ class SqliteRegistry(ArtifactRegistry):
                 key,
             ).fetchone()
             if row is not None:
-                if bytes(row[0]) != data:
-                    raise RegistryError(
-                        f"a different report of site {report.site_id!r} received {key[2]} is "
-                        f"stored for {report.generator_id[:12]}…; reports are never replaced"
-                    )
-                return False
+                return refuse_replacement(report, bytes(row[0]), data)
             db.execute(
                 "INSERT INTO audit_reports "
                 "(generator_id, site_id, received, report_json, submitted_by) "
@@ -387,11 +377,6 @@ class SqliteRegistry(ArtifactRegistry):
                 (*key, data, submitted_by),
             )
         return True
-
-    def audit_reports(
-        self, generator_id: str, site_id: str | None = None
-    ) -> builtins.list[AuditReport]:
-        return [r.report for r in self.audit_report_records(generator_id, site_id)]
 
     # Audit policy state.
 

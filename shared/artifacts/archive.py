@@ -30,6 +30,7 @@ from shared.artifacts.manifest import FileEntry
 from shared.artifacts.records import ArchiveChunk
 from shared.errors import ArtifactError, IntegrityError
 from shared.fileio import safe_relative_path, sha256_bytes, sha256_file
+from shared.validation import field_error
 
 __all__ = [
     "ARCHIVE_MANIFEST",
@@ -196,9 +197,7 @@ def read_archive_manifest(folder: Path) -> ArchiveManifest:
     try:
         manifest = ArchiveManifest.model_validate_json(path.read_bytes())
     except ValidationError as error:
-        first = error.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "(manifest)"
-        raise ArtifactError(f"{path}: field {field!r}: {first['msg']}") from None
+        raise ArtifactError(field_error(error, path, whole="(manifest)")) from None
     unsafe = [p for p in manifest.files if not safe_relative_path(p)]
     if unsafe:
         raise ArtifactError(f"{path}: unsafe file paths {unsafe[:3]}")

@@ -31,6 +31,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.errors import ArtifactError
+from shared.validation import field_error
 
 __all__ = [
     "AUDIT_STATES",
@@ -129,6 +130,4 @@ def parse_decisions(data: bytes | str, *, where: str) -> list[AuditDecision]:
     try:
         return TypeAdapter(list[AuditDecision]).validate_json(data)
     except ValidationError as error:
-        first = error.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "(list)"
-        raise ArtifactError(f"{where}: field {field!r}: {first['msg']}") from None
+        raise ArtifactError(field_error(error, where, whole="(list)")) from None

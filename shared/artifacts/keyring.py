@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from shared.artifacts.signing import key_id, load_public_key, parse_json_object, public_key_pem
 from shared.errors import ArtifactError, ConfigError, SignatureError
 from shared.fileio import atomic_write_text
+from shared.validation import field_error
 
 __all__ = [
     "KEYRING_SCHEMA_VERSION",
@@ -107,9 +108,7 @@ class ConsortiumKeyring:
         try:
             model = KeyringFile.model_validate(raw)
         except ValidationError as error:
-            first = error.errors()[0]
-            field = ".".join(str(p) for p in first["loc"]) or "(keyring)"
-            raise ConfigError(f"{path}: field {field!r}: {first['msg']}") from None
+            raise ConfigError(field_error(error, path, whole="(keyring)")) from None
         return cls({k: v.encode() for k, v in model.keys.items()}, source=str(path))
 
     @property

@@ -17,7 +17,17 @@ from torch import nn
 
 from shared.networks.layers import EqualizedConv2d, EqualizedLinear, PixelNorm, lerp_fade
 
-__all__ = ["Generator", "GeneratorConfig", "feature_maps"]
+__all__ = ["Generator", "GeneratorConfig", "feature_maps", "power_of_two_px"]
+
+
+def power_of_two_px(value: int, minimum_px: int = 4) -> int:
+    """``value`` if it is a power of two >= ``minimum_px``; else ValueError (pydantic validators).
+
+    Progressive growing doubles the side from 4 px; the labeller reads the generator's side.
+    """
+    if value < minimum_px or value & (value - 1):
+        raise ValueError(f"resolution_px must be a power of two >= {minimum_px}, got {value}")
+    return value
 
 
 class GeneratorConfig(BaseModel):
@@ -35,9 +45,7 @@ class GeneratorConfig(BaseModel):
     @field_validator("resolution_px")
     @classmethod
     def _power_of_two(cls, value: int) -> int:
-        if value < 4 or value & (value - 1):
-            raise ValueError(f"resolution_px must be a power of two >= 4, got {value}")
-        return value
+        return power_of_two_px(value)
 
     @property
     def max_res_log2(self) -> int:

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from shared.labels import NIH_LABELS
+from shared.networks.generator import power_of_two_px
 
 __all__ = ["Labeller", "LabellerConfig"]
 
@@ -46,9 +47,7 @@ class LabellerConfig(BaseModel):
     @classmethod
     def _power_of_two(cls, value: int) -> int:
         # The stem and three transitions halve the image five times: 32 px is the floor.
-        if value < 32 or value & (value - 1):
-            raise ValueError(f"resolution_px must be a power of two >= 32, got {value}")
-        return value
+        return power_of_two_px(value, minimum_px=32)
 
     @field_validator("class_names")
     @classmethod

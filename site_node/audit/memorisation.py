@@ -50,7 +50,7 @@ from shared.artifacts.audit import AuditSettings, AuditSummary, NearestSplitTest
 from shared.errors import AuditError
 from shared.metrics.nn_search import Neighbours, SearchCounters, SearchOptions, exhaustive_topk
 from shared.metrics.ssim import SSIMSettings
-from site_node.audit.progress import SearchProgress
+from shared.progress import ProgressReporter
 from site_node.audit.statistics import (
     SplitNeighbours,
     best_ssim_histogram,
@@ -336,7 +336,9 @@ def run_memorisation_audit(
     num_panel = min(settings.panel_neighbours, sets.train.size)
     total_pairs = len(samples) * (sets.train.size + sets.train_subset.size + sets.holdout.size)
     total_pairs += sets.reference.size * sets.train.size
-    with SearchProgress(total_pairs, bar=progress_bar, description="audit SSIM search") as bar:
+    with ProgressReporter(
+        total_pairs, unit="pairs", description="audit SSIM search", logger=log, bar=progress_bar
+    ) as bar:
 
         def search(queries: np.ndarray, rows: np.ndarray, k: int = 1) -> Neighbours:
             return exhaustive_topk(

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from shared.classifier_recipe import augment_batch, to_network_range
 from shared.errors import ConfigError, TrainingError
 from shared.evaluation_records import RareClassSetting, TrainRecipe
 from shared.masked_loss import masked_class_weights, masked_weighted_bce_with_logits
@@ -30,7 +31,6 @@ from shared.networks.labeller import Labeller, LabellerConfig
 from shared.stats import roc_auc
 from site_node.data.cache import SiteCache
 from site_node.evaluation.evaluate import images_at, predict_split, split_labels
-from site_node.labeller.data import augment_batch, to_network_range
 
 __all__ = [
     "TrainingSet",

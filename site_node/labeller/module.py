@@ -13,13 +13,11 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
+from shared.classifier_recipe import MONITOR, adam_with_plateau, augment_batch, to_network_range
 from shared.networks.labeller import Labeller, LabellerConfig
 from shared.stats import macro_roc_auc
-from site_node.labeller.data import augment_batch, to_network_range
 
 __all__ = ["LabellerModule", "weighted_bce_with_logits"]
-
-MONITOR = "val_macro_auc"
 
 
 def weighted_bce_with_logits(
@@ -85,11 +83,4 @@ class LabellerModule(pl.LightningModule):
         self.log(MONITOR, 0.5 if np.isnan(auc) else auc, prog_bar=True)
 
     def configure_optimizers(self):
-        optimizer = torch.optim.Adam(self.labeller.parameters(), lr=self.lr)
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="max", factor=0.1, patience=self.lr_patience_epochs
-        )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": MONITOR, "interval": "epoch"},
-        }
+        return adam_with_plateau(self.labeller.parameters(), self.lr, self.lr_patience_epochs)

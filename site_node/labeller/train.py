@@ -34,14 +34,15 @@ from shared.artifacts.labeller import (
     LabellerTrainingSummary,
     save_labeller_export,
 )
+from shared.classifier_recipe import MONITOR, to_network_range
 from shared.errors import ConfigError, TrainingError
 from shared.fileio import atomic_write_text
 from shared.networks.labeller import Labeller, LabellerConfig
 from shared.stats import macro_roc_auc
 from site_node.data.cache import SiteCache
-from site_node.labeller.data import CacheSplitDataset, class_weights, to_network_range
+from site_node.labeller.data import CacheSplitDataset, class_weights
 from site_node.labeller.metrics import ClassEvaluation, evaluate_classes, format_table
-from site_node.labeller.module import MONITOR, LabellerModule
+from site_node.labeller.module import LabellerModule
 
 __all__ = [
     "SMALL_NETWORK",

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.errors import ConfigError
-from shared.networks.generator import GeneratorConfig
+from shared.networks.generator import GeneratorConfig, power_of_two_px
 from site_node.pggan.augment import AugmentMode
 from site_node.pggan.discriminator import DiscriminatorConfig
 from site_node.pggan.schedule import DEFAULT_BATCH_SIZES, Phase, ProgressSchedule, build_phases
@@ -134,9 +134,7 @@ class TrainOptions(BaseModel):
     @field_validator("resolution_px")
     @classmethod
     def _power_of_two(cls, value: int) -> int:
-        if value < 4 or value & (value - 1):
-            raise ValueError(f"resolution_px must be a power of two >= 4, got {value}")
-        return value
+        return power_of_two_px(value)
 
     @field_validator("batch_sizes")
     @classmethod
