@@ -18,9 +18,13 @@ Prints, for 256² uint8 images and the uniform 7×7 window (and the Gaussian one
    line ``speedup vs torch search: N.N×``), ``--prune`` (pairs the exact bound
    skips on real radiographs; the audit end to end) and ``--memory`` (peak RSS
    of a search over 20,000 images of 256², in its own process).
+   ``--generator RUN``: ``radshare-site audit`` end to end (its own processes) on
+   a finished training run's samples, with the torch search, the fused one and the
+   fused one with pruning: wall times, pairs compared and skipped by the bound.
 
 Run: ``python benchmarks/bench_ssim.py [--device cuda] [--data ../shared/data] [--quick]``;
-``python benchmarks/bench_ssim.py --cpu-compare --threads 1``.
+``python benchmarks/bench_ssim.py --cpu-compare --threads 1``;
+``python benchmarks/bench_ssim.py --generator runs/a-256 --audit-samples 200 --repeats 1``.
 Images for timing are smooth random fields (speed does not depend on content);
 the real images are read only where ``--data`` is given, and never written.
 """
@@ -236,10 +240,17 @@ def main() -> None:
     parser.add_argument("--prune", action="store_true", help="bound pruning on real images")
     parser.add_argument("--memory", action="store_true", help="peak RSS over 20,000 reals")
     parser.add_argument("--memory-reals", type=int, default=20000, help="reals of --memory")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs, best kept")
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="interleaved repeats (medians of their ratios)"
+    )
+    parser.add_argument(
+        "--generator", type=Path, default=None,
+        help="finished training run (export/): time `radshare-site audit` on its samples",
+    )  # fmt: skip
+    parser.add_argument("--audit-samples", type=int, default=200, help="--generator's samples")
     parser.add_argument("--memory-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.cpu_compare or args.prune or args.memory or args.memory_only:
+    if args.cpu_compare or args.prune or args.memory or args.memory_only or args.generator:
         cpu_sections(args)
         return
     args.threads = args.threads or os.cpu_count() or 1
@@ -268,6 +279,10 @@ def cpu_sections(args: argparse.Namespace) -> None:
         assert data is not None
         ssim_cpu.memory_peak(data, threads, args.memory_reals)
         return
+    if args.generator is not None:
+        ssim_cpu.audit_generator(args.generator, threads, args.audit_samples, args.repeats)
+        if not (args.cpu_compare or args.prune or args.memory):
+            return
     if data is None:
         raise SystemExit("--cpu-compare/--prune/--memory need --data or RADSHARE_SAMPLE_DATA")
     print(f"# bench_ssim CPU sections: torch {torch.__version__}, numba "

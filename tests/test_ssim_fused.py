@@ -82,6 +82,27 @@ def test_fused_ssim_is_skimage_within_1e5_on_200_real_pairs(real_pairs, window):
 
 
 @pytest.mark.realdata
+@pytest.mark.parametrize(
+    ("settings", "sk_kwargs"),
+    [
+        (SSIMSettings(window="uniform"), {}),
+        (SSIMSettings(window="uniform", win_size=5), {"win_size": 5}),
+        (SSIMSettings(window="uniform", win_size=9), {"win_size": 9}),
+        (SSIMSettings(window="gaussian"), SK_KWARGS["gaussian"]),
+        (SSIMSettings(window="gaussian", sigma=1.0), {**SK_KWARGS["gaussian"], "sigma": 1.0}),
+    ],
+    ids=["uniform-7", "uniform-5", "uniform-9", "gaussian-1.5", "gaussian-1.0"],
+)
+def test_other_windows_and_an_odd_size_match_skimage(real_pairs, settings, sk_kwargs):
+    """The generic paths (windows other than 7 and 11 taps) and padded rows (61 × 90 px)."""
+    x, y = real_pairs[0][:8, 40:101, 30:120], real_pairs[1][:8, 100:161, 90:180]
+    pairs = zip(x, y, strict=True)
+    expected = [structural_similarity(a, b, data_range=255, **sk_kwargs) for a, b in pairs]
+    got = np.diagonal(fused_pairwise_ssim(fused_stats(x, settings), fused_stats(y, settings)))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.realdata
 @pytest.mark.parametrize("window", ["uniform", "gaussian"])
 def test_bound_is_above_every_pair_and_below_one(search_set, window):
     queries, reals = search_set

@@ -5,11 +5,19 @@ window, ``data_range``, K1, K2, covariance factor and border crop) of every
 requested (query, real) pair of 8-bit images without full-size temporaries.
 Per pair it walks the valid window rows once: a column accumulator of the
 products ``x y`` over the window's rows (updated by one entering and one
-leaving image row), the horizontal window sum of that accumulator, and the
-SSIM of each window of the row, summed into the pair's mean. The window moments
-of every image (local sums and variances) are computed once per image
-(:func:`fused_stats`) and reused for every pair. Reals are spread over the
-cores (``numba.prange``).
+leaving image row in one pass), the horizontal window sum of that accumulator,
+and the SSIM of each window of the row, summed into the pair's mean. The window
+moments of every image (local sums and variances) are computed once per image
+(:func:`fused_stats`) and reused for every pair. Pairs are taken in tiles of
+queries × reals, a band of window rows of every pair of the tile at a time;
+tiles are spread over the cores (``numba.prange``).
+
+What makes the inner loops fast (measured: docs/benchmarks.md): the 7-tap box
+sum and the 11-tap Gaussian passes are written out term by term (a loop over
+the taps that stores between them does not vectorise and cost more than the
+SSIM quotients), the uniform box sum is fused into the quotient loop, and rows
+of statistics are padded to whole AVX-512 vectors with windows that add
+exactly 0 (:class:`FusedStats`), so no window falls to a scalar remainder loop.
 
 Uniform window, exact in integers: with ``S`` the window sum of an image,
 ``n = win²`` and ``Q = n Σx² - S²`` (both integers for 8-bit images), the
@@ -56,7 +64,7 @@ import importlib
 import math
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
@@ -84,12 +92,14 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 _KERNEL_LOCK = threading.Lock()
 
 
-def _jit(parallel: bool = False) -> Callable[[_F], _F]:
+def _jit(parallel: bool = False, inline: bool = False) -> Callable[[_F], _F]:
     """``numba.njit`` with the kernels' flags; the plain function where numba is missing.
 
     Flags: fused multiply-add and reassociation (vectorised sums) but IEEE division;
     ``error_model="numpy"`` drops Python's zero-division check, which would keep every
     loop with a division scalar (4x slower); compiled code is cached on disk.
+    ``inline``: inlined into its callers in numba's IR (per-element helpers of
+    vectorised loops).
     """
     if not NUMBA_AVAILABLE:  # pragma: no cover
         return lambda function: function
@@ -98,6 +108,7 @@ def _jit(parallel: bool = False) -> Callable[[_F], _F]:
         cache=True,
         fastmath={"contract", "reassoc", "nsz"},
         error_model="numpy",
+        inline="always" if inline else "never",
     )
 
 
@@ -115,6 +126,9 @@ __all__ = [
 
 #: Side of the window blocks of the upper bound (block × block windows per block).
 BLOCK_WINDOWS = 4
+#: Rows of window statistics are padded to a multiple of this many windows (a whole
+#: number of 16-lane AVX-512 vectors, 4 interleaved; see :class:`FusedStats`).
+PAD_WINDOWS = 64
 #: Largest uniform window whose integer sums fit in int32 (n² 255² Σ < 2³¹).
 MAX_UNIFORM_WIN = 13
 
@@ -151,26 +165,134 @@ class FusedStats:
     ``second`` the local variance times ``cov_norm`` (float32) and ``offset`` each
     image's mean (float64 ``[N]``).
     ``bound_mean`` / ``bound_std`` hold the per-block [min, max] of the local mean and
-    standard deviation, float64 ``[N, 2, hb, wb]``.
+    standard deviation, float64 ``[N, 2, hb, wb]`` (computed on first use).
+    ``windows`` is ``(h, w)``, the valid windows per image; ``first`` and ``second``
+    are ``[N, h, w']``, ``w'`` the next multiple of :data:`PAD_WINDOWS`, padded with
+    windows that add exactly 0 to any SSIM sum (``first`` 0, ``second`` +inf: a finite
+    numerator over an infinite denominator), so the kernels' inner loops have no
+    scalar remainder.
     """
 
     images: np.ndarray
     first: np.ndarray
     second: np.ndarray
     offset: np.ndarray
-    bound_mean: np.ndarray
-    bound_std: np.ndarray
     settings: SSIMSettings
+    windows: tuple[int, int]
+    scales: tuple[float, float]  # local mean = first * scales[0] + offset; variance: second * [1]
+    _bounds: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+    @property
+    def bound_mean(self) -> np.ndarray:
+        return self.bounds()[0]
+
+    @property
+    def bound_std(self) -> np.ndarray:
+        return self.bounds()[1]
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(bound_mean, bound_std)``, computed on first use (only pruning needs them).
+
+        Rounding of the float32 statistics moves the bound by ~1e-7 (the search's
+        ``BOUND_MARGIN`` covers it). Not to be called with ``_KERNEL_LOCK`` held.
+        """
+        if self._bounds is None:
+            out_w = self.windows[1]
+            with _KERNEL_LOCK:
+                self._bounds = _bound_ranges(
+                    self.first[:, :, :out_w], self.second[:, :, :out_w], self.offset,
+                    self.scales[0], self.scales[1], BLOCK_WINDOWS,
+                )  # fmt: skip
+        return self._bounds
 
 
 # ---------------------------------------------------------------------------- per-image stats
 
 
+@_jit(inline=True)
+def _box7(c, j):  # type: ignore[no-untyped-def]
+    """``c[j] + ... + c[j + 6]``, the 7-tap window sum written out: it vectorises over ``j``
+    (a loop over the taps, storing between them, does not)."""
+    return c[j] + c[j + 1] + c[j + 2] + c[j + 3] + c[j + 4] + c[j + 5] + c[j + 6]
+
+
+@_jit()
+def _box_sums(col, row, win, out_w):  # type: ignore[no-untyped-def]
+    """``row[j] = col[j] + ... + col[j + win - 1]`` for ``j < out_w`` (horizontal box sum)."""
+    if win == 7:
+        for j in range(out_w):
+            row[j] = _box7(col, j)
+        return
+    for j in range(out_w):
+        row[j] = col[j]
+    for t in range(1, win):
+        for j in range(out_w):
+            row[j] += col[j + t]
+
+
+@_jit(inline=True)
+def _sum11(lines, weights, out, n):  # type: ignore[no-untyped-def]
+    """``out[j] = Σ_t weights[t] lines[t][j]`` for ``j < n``, the 11 terms written out.
+
+    Written out, the sum vectorises over ``j``; a loop over the taps that stores between
+    them does not (the Gaussian window of σ = 1.5 has 11 taps).
+    """
+    r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10 = lines
+    w0, w1, w2, w3, w4, w5, w6, w7, w8, w9, w10 = weights[0], weights[1], weights[2], weights[3], weights[4], weights[5], weights[6], weights[7], weights[8], weights[9], weights[10]  # fmt: skip  # noqa: E501
+    for j in range(n):
+        out[j] = (
+            w0 * r0[j] + w1 * r1[j] + w2 * r2[j] + w3 * r3[j] + w4 * r4[j] + w5 * r5[j]
+            + w6 * r6[j] + w7 * r7[j] + w8 * r8[j] + w9 * r9[j] + w10 * r10[j]
+        )  # fmt: skip
+
+
+@_jit()
+def _weighted_rows(src, first, weights, out):  # type: ignore[no-untyped-def]
+    """Vertical pass: ``out[j] = Σ_t weights[t] src[(first + t) % len(src), j]``.
+
+    ``src`` is an image (rows ``first`` ...) or a ring of the last ``win`` rows.
+    """
+    win, rows = weights.shape[0], src.shape[0]
+    if win == 11:
+        lines = (
+            src[first % rows], src[(first + 1) % rows], src[(first + 2) % rows],
+            src[(first + 3) % rows], src[(first + 4) % rows], src[(first + 5) % rows],
+            src[(first + 6) % rows], src[(first + 7) % rows], src[(first + 8) % rows],
+            src[(first + 9) % rows], src[(first + 10) % rows],
+        )  # fmt: skip
+        _sum11(lines, weights, out, out.shape[0])
+        return
+    out[:] = 0.0
+    for t in range(win):
+        w, line = weights[t], src[(first + t) % rows]
+        for j in range(out.shape[0]):
+            out[j] += w * line[j]
+
+
+@_jit()
+def _weighted_taps(col, weights, row, out_w):  # type: ignore[no-untyped-def]
+    """Horizontal pass: ``row[j] = Σ_t weights[t] col[j + t]`` for ``j < out_w``."""
+    win = weights.shape[0]
+    if win == 11:
+        lines = (
+            col[0:], col[1:], col[2:], col[3:], col[4:], col[5:], col[6:], col[7:], col[8:],
+            col[9:], col[10:],
+        )  # fmt: skip
+        _sum11(lines, weights, row, out_w)
+        return
+    for j in range(out_w):
+        row[j] = weights[0] * col[j]
+    for t in range(1, win):
+        w = weights[t]
+        for j in range(out_w):
+            row[j] += w * col[j + t]
+
+
 @_jit(parallel=True)
-def _uniform_image_stats(images, win):  # type: ignore[no-untyped-def]
+def _uniform_image_stats(images, win, pad_w):  # type: ignore[no-untyped-def]
     """Window sums ``S`` and ``n Σx² - S²`` of every image (float32; see :class:`FusedStats`).
 
     Column and window sums of 8-bit pixels and their squares are integers below 2²⁴
@@ -178,13 +300,12 @@ def _uniform_image_stats(images, win):  # type: ignore[no-untyped-def]
     """
     count, height, width = images.shape
     out_h, out_w = height - win + 1, width - win + 1
-    sums = np.empty((count, out_h, out_w), np.float32)
-    second = np.empty((count, out_h, out_w), np.float32)
+    sums = np.zeros((count, out_h, pad_w), np.float32)
+    second = np.full((count, out_h, pad_w), np.inf, np.float32)
     num = np.float64(win * win)
     for n in prange(count):
         col = np.zeros(width, np.float32)
         col2 = np.zeros(width, np.float32)
-        row = np.zeros(out_w, np.float32)
         row2 = np.zeros(out_w, np.float32)
         for r in range(win - 1):
             pixels = images[n, r]
@@ -193,32 +314,30 @@ def _uniform_image_stats(images, win):  # type: ignore[no-untyped-def]
                 col[j] += v
                 col2[j] += v * v
         for i in range(out_h):
-            entering, leaving = images[n, i + win - 1], images[n, i]
+            entering = images[n, i + win - 1]
+            leaving = images[n, i - 1] if i > 0 else entering
+            drop = np.float32(1.0) if i > 0 else np.float32(0.0)  # row i - 1 leaves
             for j in range(width):
-                v = np.float32(entering[j])
-                col[j] += v
-                col2[j] += v * v
-            for j in range(out_w):
-                row[j] = col[j]
-                row2[j] = col2[j]
-            for t in range(1, win):
-                for j in range(out_w):
-                    row[j] += col[j + t]
-                    row2[j] += col2[j + t]
+                v, u = np.float32(entering[j]), drop * np.float32(leaving[j])
+                col[j] += v - u
+                col2[j] += v * v - u * u
             sums_row, second_row = sums[n, i], second[n, i]
+            if win == 7:  # box sums inline (see _box7)
+                for j in range(out_w):
+                    s, s2 = _box7(col, j), _box7(col2, j)
+                    sums_row[j] = s
+                    second_row[j] = np.float32(num * np.float64(s2) - np.float64(s) * s)
+                continue
+            _box_sums(col, sums_row, win, out_w)
+            _box_sums(col2, row2, win, out_w)
             for j in range(out_w):
-                s = np.float64(row[j])
-                sums_row[j] = row[j]
+                s = np.float64(sums_row[j])
                 second_row[j] = np.float32(num * np.float64(row2[j]) - s * s)
-            for j in range(width):
-                v = np.float32(leaving[j])
-                col[j] -= v
-                col2[j] -= v * v
     return sums, second
 
 
 @_jit(parallel=True)
-def _gaussian_image_stats(images, weights, offset, cov_norm):  # type: ignore[no-untyped-def]
+def _gaussian_image_stats(images, weights, offset, cov_norm, pad_w):  # type: ignore[no-untyped-def]
     """Local means of the centred images and ``cov_norm`` × local variances (float32).
 
     ``offset[n]`` (a float32 value) is subtracted from every pixel of image ``n``, as the
@@ -227,30 +346,29 @@ def _gaussian_image_stats(images, weights, offset, cov_norm):  # type: ignore[no
     count, height, width = images.shape
     win = weights.shape[0]
     out_h, out_w = height - win + 1, width - win + 1
-    means = np.empty((count, out_h, out_w), np.float32)
-    second = np.empty((count, out_h, out_w), np.float32)
+    means = np.zeros((count, out_h, pad_w), np.float32)
+    second = np.full((count, out_h, pad_w), np.inf, np.float32)
     for n in prange(count):
         centre = np.float32(offset[n])
+        centred = np.empty((height, width), np.float32)
+        squared = np.empty((height, width), np.float32)
+        for i in range(height):
+            for j in range(width):
+                v = np.float32(images[n, i, j]) - centre
+                centred[i, j] = v
+                squared[i, j] = v * v
         col = np.zeros(width, np.float32)
         col2 = np.zeros(width, np.float32)
+        row2 = np.zeros(out_w, np.float32)
         for i in range(out_h):
-            for j in range(width):
-                col[j] = np.float32(0.0)
-                col2[j] = np.float32(0.0)
-            for t in range(win):
-                w = weights[t]
-                for j in range(width):
-                    v = np.float32(images[n, i + t, j]) - centre
-                    col[j] += w * v
-                    col2[j] += w * (v * v)
+            _weighted_rows(centred, i, weights, col)
+            _weighted_rows(squared, i, weights, col2)
+            means_row, second_row = means[n, i], second[n, i]
+            _weighted_taps(col, weights, means_row, out_w)
+            _weighted_taps(col2, weights, row2, out_w)
             for j in range(out_w):
-                m = np.float32(0.0)
-                m2 = np.float32(0.0)
-                for t in range(win):
-                    m += weights[t] * col[j + t]
-                    m2 += weights[t] * col2[j + t]
-                means[n, i, j] = m
-                second[n, i, j] = np.float32(cov_norm * (np.float64(m2) - np.float64(m) * m))
+                m = np.float64(means_row[j])
+                second_row[j] = np.float32(cov_norm * (np.float64(row2[j]) - m * m))
     return means, second
 
 
@@ -327,140 +445,161 @@ def fused_stats(images: np.ndarray, settings: SSIMSettings | None = None) -> Fus
         raise DataError(f"images {images.shape[-2:]} are smaller than the window")
     weights = _gaussian_weights(settings)
     offset = images.reshape(len(images), -1).mean(axis=1).astype(np.float32)
+    out_h, out_w = images.shape[1] - win + 1, images.shape[2] - win + 1
+    pad_w = -(-out_w // PAD_WINDOWS) * PAD_WINDOWS
     with _KERNEL_LOCK:
         if settings.window is SSIMWindow.UNIFORM:
-            first, second = _uniform_image_stats(images, win)
+            first, second = _uniform_image_stats(images, win, pad_w)
             offset = np.zeros(len(images), np.float32)
             mean_scale, var_scale = 1.0 / win**2, settings.cov_norm / win**4
         else:
-            first, second = _gaussian_image_stats(images, weights, offset, settings.cov_norm)
+            first, second = _gaussian_image_stats(images, weights, offset, settings.cov_norm, pad_w)
             mean_scale, var_scale = 1.0, 1.0
-        # Rounding of the float32 statistics moves the bound by ~1e-7 (BOUND_MARGIN covers it).
-        bound_mean, bound_std = _bound_ranges(
-            first, second, offset.astype(np.float64), mean_scale, var_scale, BLOCK_WINDOWS
-        )
     offset = offset.astype(np.float64)
-    return FusedStats(images, first, second, offset, bound_mean, bound_std, settings)
+    return FusedStats(
+        images, first, second, offset, settings, (out_h, out_w), (mean_scale, var_scale)
+    )
 
 
 # ---------------------------------------------------------------------------- pair kernels
 
+#: Queries × reals per tile: a tile's pairs are computed together, one pass of
+#: :data:`PASS_ROWS` window rows at a time, so each image's rows and statistics are read
+#: from memory once per pass and tile and then from cache (not once per pair).
+TILE_QUERIES = 8
+TILE_REALS = 8
+#: Window rows per pass over a tile (a multiple of :data:`BLOCK_WINDOWS`).
+PASS_ROWS = 32
+
 
 @_jit()
-def _uniform_pair(x, y, sx, qx, sy, qy, win, k1, k2, col, row, bands, floor, block, first_row):  # type: ignore[no-untyped-def]
-    """Mean SSIM of one pair, uniform window, from integer sums (see the module docstring).
+def _row_done(state, row_total, i, out_h, block, bands, num_windows, floor):  # type: ignore[no-untyped-def]
+    """Add window row ``i``'s SSIM sum to ``state``; True when the pair is abandoned.
 
-    Products and window sums of 8-bit pixels are integers below 2²⁴, exact in
-    float32; ``N_xy`` is formed in float64 (exact) and every factor is rounded once
-    to float32; each row of window SSIMs is summed in float32 lanes, rows in float64.
-    Window rows are visited from ``first_row`` down, then from the top (see
-    :func:`_uniform_many`); ``-inf`` when abandoned below ``floor``.
+    ``state`` is ``[sum of window SSIMs so far, bound of the rows not yet summed]``. At
+    the end of each band of ``block`` window rows its bound leaves the second; the pair
+    is abandoned (the sum set to ``-inf``) once its exact partial mean plus the bound of
+    the rows left is below ``floor``.
     """
-    out_h, out_w = sx.shape
-    num_windows = np.float64(out_h * out_w)
-    num = np.float64(win * win)
+    state[0] += np.float64(row_total)
+    if (i + 1) % block == 0 or i + 1 == out_h:
+        state[1] -= bands[i // block]
+        if state[0] / num_windows + state[1] < floor:
+            state[0] = -np.inf
+            return True
+    return False
+
+
+@_jit(inline=True)
+def _uniform_window(s, a, b, qa, qb, num, k1, k2):  # type: ignore[no-untyped-def]
+    """SSIM of one uniform window ``× n²`` through (module docstring); ``s`` = ``Σxy``.
+
+    ``N_xy = n Σxy - Sx Sy`` is exact in float64 and rounded once to float32.
+    """
+    nxy = np.float32(num * np.float64(s) - np.float64(a) * np.float64(b))
     two = np.float32(2.0)
-    remaining = 0.0
-    for b in range(bands.shape[0]):
-        remaining += bands[b]
-    total = 0.0
-    for segment in range(2):
-        lo, hi = (first_row, out_h) if segment == 0 else (0, first_row)
-        if lo >= hi:
-            continue
-        col[:] = 0.0
-        for r in range(lo, lo + win - 1):
-            x_row, y_row = x[r], y[r]
-            for j in range(x_row.shape[0]):
-                col[j] += np.float32(x_row[j]) * np.float32(y_row[j])
-        for i in range(lo, hi):
-            x_row, y_row = x[i + win - 1], y[i + win - 1]
-            for j in range(x_row.shape[0]):
-                col[j] += np.float32(x_row[j]) * np.float32(y_row[j])
-            for j in range(out_w):
-                row[j] = col[j]
-            for t in range(1, win):
-                for j in range(out_w):
-                    row[j] += col[j + t]
-            a_row, b_row, qa_row, qb_row = sx[i], sy[i], qx[i], qy[i]
-            row_total = np.float32(0.0)
-            for j in range(out_w):
-                a = a_row[j]
-                b = b_row[j]
-                nxy = np.float32(num * np.float64(row[j]) - np.float64(a) * np.float64(b))
-                numerator = (two * a * b + k1) * (two * nxy + k2)
-                denominator = (a * a + b * b + k1) * (qa_row[j] + qb_row[j] + k2)
-                row_total += numerator / denominator
-            total += np.float64(row_total)
-            if (i + 1) % block == 0 or i + 1 == out_h:  # a band of window rows is done
-                remaining -= bands[i // block]
-                if total / num_windows + remaining < floor:
-                    return -np.inf  # abandoned: even the bound of the rows left cannot reach floor
-            x_row, y_row = x[i], y[i]
-            for j in range(x_row.shape[0]):
-                col[j] -= np.float32(x_row[j]) * np.float32(y_row[j])
-    return total / num_windows
+    return (two * a * b + k1) * (two * nxy + k2) / ((a * a + b * b + k1) * (qa + qb + k2))
 
 
 @_jit()
-def _gaussian_pair(
-    x, y, mx, vx, ox, my, vy, oy, weights, c1, c2, cov_norm, ring, col, row, bands, floor, block,
-    first_row,
-):  # type: ignore[no-untyped-def]  # fmt: skip
-    """Mean SSIM of one pair, Gaussian window, centred float32 sums (``sigma_xy`` in float64)."""
+def _uniform_rows(
+    x, y, sx, qx, sy, qy, win, k1, k2, col, row, lo, hi, state, bands, floor, block, num_windows
+):  # type: ignore[no-untyped-def]
+    """Add the SSIM of window rows ``lo`` .. ``hi - 1`` of one pair (uniform) to ``state``.
+
+    ``state`` is ``[sum of window SSIMs so far, bound of the rows not yet summed]``;
+    the sum becomes ``-inf`` when the pair is abandoned below ``floor``. Products and
+    window sums of 8-bit pixels are integers below 2²⁴, exact in float32; ``N_xy`` is
+    formed in float64 (exact) and every factor is rounded once to float32; each row of
+    window SSIMs is summed in float32 lanes, rows in float64. The column accumulator
+    of ``x y`` over the window's rows starts from image rows ``lo .. lo + win - 2`` and
+    moves down one row per window row (entering row in, leaving row out, one pass).
+    """
+    out_h, out_w = sx.shape  # out_w: padded (FusedStats)
     width = x.shape[1]
-    out_h, out_w = mx.shape
-    num_windows = np.float64(out_h * out_w)
+    num = np.float64(win * win)
+    col[:] = 0.0
+    for r in range(lo, lo + win - 1):
+        x_row, y_row = x[r], y[r]
+        for j in range(width):
+            col[j] += np.float32(x_row[j]) * np.float32(y_row[j])
+    for i in range(lo, hi):
+        x_in, y_in = x[i + win - 1], y[i + win - 1]
+        if i == lo:
+            for j in range(width):
+                col[j] += np.float32(x_in[j]) * np.float32(y_in[j])
+        else:  # the entering row in, the row that left after window row i - 1 out: one pass
+            x_out, y_out = x[i - 1], y[i - 1]
+            for j in range(width):
+                col[j] += np.float32(x_in[j]) * np.float32(y_in[j]) - np.float32(
+                    x_out[j]
+                ) * np.float32(y_out[j])
+        a_row, b_row, qa_row, qb_row = sx[i], sy[i], qx[i], qy[i]
+        row_total = np.float32(0.0)
+        if win == 7:  # window sums inline: no row of sums stored and read back
+            for j in range(out_w):
+                s = _box7(col, j)
+                row_total += _uniform_window(
+                    s, a_row[j], b_row[j], qa_row[j], qb_row[j], num, k1, k2
+                )
+        else:
+            _box_sums(col, row, win, out_w)
+            for j in range(out_w):
+                s = row[j]
+                row_total += _uniform_window(
+                    s, a_row[j], b_row[j], qa_row[j], qb_row[j], num, k1, k2
+                )
+        if _row_done(state, row_total, i, out_h, block, bands, num_windows, floor):
+            return
+
+
+@_jit(inline=True)
+def _gaussian_window(sw, a, b, va, vb, fx, fy, c1, c2, cov_norm):  # type: ignore[no-untyped-def]
+    """SSIM of one Gaussian window: ``sw`` the weighted ``Σ x y`` of the centred images,
+    ``a``, ``b`` their local means, ``va``, ``vb`` the variances × ``cov_norm``; the
+    covariance ``sw - a b`` is formed in float64 and rounded once."""
+    sxy = np.float32(cov_norm * (np.float64(sw) - np.float64(a) * np.float64(b)))
+    mu_x, mu_y = a + fx, b + fy
+    two = np.float32(2.0)
+    numerator = (two * mu_x * mu_y + c1) * (two * sxy + c2)
+    return numerator / ((mu_x * mu_x + mu_y * mu_y + c1) * (va + vb + c2))
+
+
+@_jit()
+def _gaussian_rows(
+    x, y, mx, vx, ox, my, vy, oy, weights, c1, c2, cov_norm, ring, col, row, lo, hi, state,
+    bands, floor, block, num_windows,
+):  # type: ignore[no-untyped-def]  # fmt: skip
+    """Gaussian counterpart of :func:`_uniform_rows`: centred float32 sums, ``sigma_xy`` in float64.
+
+    A ring of the last ``win`` centred product rows (primed from the rows above ``lo``)
+    feeds the vertical pass, then the horizontal one.
+    """
+    width = x.shape[1]
+    out_h, out_w = mx.shape  # out_w: padded (FusedStats)
     win = weights.shape[0]
     fx, fy = np.float32(ox), np.float32(oy)
-    two = np.float32(2.0)
-    remaining = 0.0
-    for b in range(bands.shape[0]):
-        remaining += bands[b]
-    total = 0.0
-    for segment in range(2):
-        lo, hi = (first_row, out_h) if segment == 0 else (0, first_row)
-        if lo >= hi:
-            continue
-        for r in range(lo, lo + win - 1):
-            slot = ring[r % win]
-            for j in range(width):
-                slot[j] = (np.float32(x[r, j]) - fx) * (np.float32(y[r, j]) - fy)
-        for i in range(lo, hi):
-            r_in = i + win - 1
-            slot = ring[r_in % win]
-            x_row, y_row = x[r_in], y[r_in]
-            for j in range(width):
-                slot[j] = (np.float32(x_row[j]) - fx) * (np.float32(y_row[j]) - fy)
-            col[:] = 0.0
-            for t in range(win):
-                w = weights[t]
-                src = ring[(i + t) % win]
-                for j in range(width):
-                    col[j] += w * src[j]
-            for j in range(out_w):
-                row[j] = weights[0] * col[j]
-            for t in range(1, win):
-                w = weights[t]
-                for j in range(out_w):
-                    row[j] += w * col[j + t]
-            a_row, b_row, va_row, vb_row = mx[i], my[i], vx[i], vy[i]
-            row_total = np.float32(0.0)
-            for j in range(out_w):
-                a = a_row[j]
-                b = b_row[j]
-                sxy = np.float32(cov_norm * (np.float64(row[j]) - np.float64(a) * np.float64(b)))
-                mu_x = a + fx
-                mu_y = b + fy
-                numerator = (two * mu_x * mu_y + c1) * (two * sxy + c2)
-                denominator = (mu_x * mu_x + mu_y * mu_y + c1) * (va_row[j] + vb_row[j] + c2)
-                row_total += numerator / denominator
-            total += np.float64(row_total)
-            if (i + 1) % block == 0 or i + 1 == out_h:
-                remaining -= bands[i // block]
-                if total / num_windows + remaining < floor:
-                    return -np.inf
-    return total / num_windows
+    for r in range(lo, lo + win - 1):
+        slot = ring[r % win]
+        x_row, y_row = x[r], y[r]
+        for j in range(width):
+            slot[j] = (np.float32(x_row[j]) - fx) * (np.float32(y_row[j]) - fy)
+    for i in range(lo, hi):
+        r_in = i + win - 1
+        slot = ring[r_in % win]
+        x_row, y_row = x[r_in], y[r_in]
+        for j in range(width):
+            slot[j] = (np.float32(x_row[j]) - fx) * (np.float32(y_row[j]) - fy)
+        _weighted_rows(ring, i, weights, col[:width])
+        _weighted_taps(col, weights, row, out_w)
+        a_row, b_row, va_row, vb_row = mx[i], my[i], vx[i], vy[i]
+        row_total = np.float32(0.0)
+        for j in range(out_w):
+            row_total += _gaussian_window(
+                row[j], a_row[j], b_row[j], va_row[j], vb_row[j], fx, fy, c1, c2, cov_norm
+            )
+        if _row_done(state, row_total, i, out_h, block, bands, num_windows, floor):
+            return
 
 
 @_jit()
@@ -479,56 +618,87 @@ def _band_bounds(qm, qs, rm, rs, weights, c1, c2, bands):  # type: ignore[no-unt
         bands[bi] = band
 
 
-@_jit(parallel=True)
-def _uniform_many(qi, qs, qq, ri, rs, rq, active, floors, bounds, win, k1, k2, out):  # type: ignore[no-untyped-def]
-    """``out[t, u]`` = mean SSIM of query t and real u where ``active[t, u]``; reals in parallel.
+@_jit()
+def _tile_pairs(active, t0, u0):  # type: ignore[no-untyped-def]
+    """The active (query, real) pairs of the tile starting at ``(t0, u0)``: two int64 arrays."""
+    t1 = min(active.shape[0], t0 + TILE_QUERIES)
+    u1 = min(active.shape[1], u0 + TILE_REALS)
+    pair_t = np.empty((t1 - t0) * (u1 - u0), np.int64)
+    pair_u = np.empty_like(pair_t)
+    count = 0
+    for t in range(t0, t1):
+        for u in range(u0, u1):
+            if active[t, u]:
+                pair_t[count], pair_u[count] = t, u
+                count += 1
+    return pair_t[:count], pair_u[:count]
 
+
+@_jit(parallel=True)
+def _many(qi, qa, qb, qo, ri, ra, rb, ro, active, floors, bounds, weights, consts, out):  # type: ignore[no-untyped-def]
+    """``out[t, u]`` = mean SSIM of query t and real u where ``active[t, u]``; tiles in parallel.
+
+    ``weights`` empty: uniform window (``consts`` = window side, ``n² C1``,
+    ``n² C2 / cov_norm``, unused, valid windows per image); else the Gaussian taps
+    (``consts`` = 0, ``C1``, ``C2``, ``cov_norm``, valid windows). Each tile of
+    :data:`TILE_QUERIES` × :data:`TILE_REALS` pairs is walked :data:`PASS_ROWS` window
+    rows at a time, every pair of the tile per pass.
     A pair is abandoned (``-inf``) once its exact partial sum plus the bound of the rows
     left is below ``floors[t]`` (``-inf``: never). Rows are visited from ``first_row``
     (a band a quarter of the way down: the lungs, where two radiographs differ and the
     bound is loosest) to the bottom, then from the top: the sum is the same, and pairs
     that cannot win are abandoned sooner than from the uniform top border down.
     """
-    qbm, qbs, rbm, rbs, weights, c1, c2, block, first_row = bounds
-    num_q, num_r = active.shape
-    width = qi.shape[2]
-    out_w = qs.shape[2]
-    for u in prange(num_r):
-        col = np.zeros(width, np.float32)
-        row = np.zeros(out_w, np.float32)
-        bands = np.zeros(weights.shape[0])
-        for t in range(num_q):
-            if active[t, u]:
-                if floors[t] > -np.inf:
-                    _band_bounds(qbm[t], qbs[t], rbm[u], rbs[u], weights, c1, c2, bands)
-                out[t, u] = _uniform_pair(
-                    qi[t], ri[u], qs[t], qq[t], rs[u], rq[u], win, k1, k2, col, row,
-                    bands, floors[t], block, first_row,
-                )  # fmt: skip
-
-
-@_jit(parallel=True)
-def _gaussian_many(
-    qi, qm, qv, qo, ri, rm, rv, ro, active, floors, bounds, weights, c1, c2, cov_norm, out
-):  # type: ignore[no-untyped-def]
-    """Gaussian counterpart of :func:`_uniform_many`."""
     qbm, qbs, rbm, rbs, block_weights, c1b, c2b, block, first_row = bounds
+    gaussian = weights.shape[0] > 0
+    win = weights.shape[0] if gaussian else int(consts[0])
+    c1, c2, cov_norm, num_windows = (
+        np.float32(consts[1]),
+        np.float32(consts[2]),
+        consts[3],
+        consts[4],
+    )
     num_q, num_r = active.shape
     width = qi.shape[2]
-    win = weights.shape[0]
-    for u in prange(num_r):
+    out_h, out_w = qa.shape[1], qa.shape[2]
+    tiles_q = (num_q + TILE_QUERIES - 1) // TILE_QUERIES
+    tiles_r = (num_r + TILE_REALS - 1) // TILE_REALS
+    for tile in prange(tiles_q * tiles_r):
+        pair_t, pair_u = _tile_pairs(
+            active, (tile % tiles_q) * TILE_QUERIES, (tile // tiles_q) * TILE_REALS
+        )
         ring = np.zeros((win, width), np.float32)
-        col = np.zeros(width, np.float32)
-        row = np.zeros(width, np.float32)
-        bands = np.zeros(block_weights.shape[0])
-        for t in range(num_q):
-            if active[t, u]:
-                if floors[t] > -np.inf:
-                    _band_bounds(qbm[t], qbs[t], rbm[u], rbs[u], block_weights, c1b, c2b, bands)
-                out[t, u] = _gaussian_pair(
-                    qi[t], ri[u], qm[t], qv[t], qo[t], rm[u], rv[u], ro[u], weights, c1, c2,
-                    cov_norm, ring, col, row, bands, floors[t], block, first_row,
-                )  # fmt: skip
+        col = np.zeros(out_w + win - 1, np.float32)  # zeros right of the image
+        row = np.zeros(out_w, np.float32)
+        bands = np.zeros((pair_t.size, block_weights.shape[0]))
+        state = np.zeros((pair_t.size, 2))  # partial sum, bound of the rows left
+        for p in range(pair_t.size):
+            t, u = pair_t[p], pair_u[p]
+            if floors[t] > -np.inf:
+                _band_bounds(qbm[t], qbs[t], rbm[u], rbs[u], block_weights, c1b, c2b, bands[p])
+                state[p, 1] = bands[p].sum()
+        for segment in range(2):
+            lo, hi = (first_row, out_h) if segment == 0 else (0, first_row)
+            for start in range(lo, hi, PASS_ROWS):
+                stop = min(hi, start + PASS_ROWS)
+                for p in range(pair_t.size):
+                    t, u = pair_t[p], pair_u[p]
+                    if state[p, 0] == -np.inf:
+                        continue
+                    if gaussian:
+                        _gaussian_rows(
+                            qi[t], ri[u], qa[t], qb[t], qo[t], ra[u], rb[u], ro[u], weights,
+                            c1, c2, cov_norm, ring, col, row, start, stop, state[p], bands[p],
+                            floors[t], block, num_windows,
+                        )  # fmt: skip
+                    else:
+                        _uniform_rows(
+                            qi[t], ri[u], qa[t], qb[t], ra[u], rb[u], win, c1, c2, col, row,
+                            start, stop, state[p], bands[p], floors[t], block, num_windows,
+                        )  # fmt: skip
+        for p in range(pair_t.size):
+            total = state[p, 0]
+            out[pair_t[p], pair_u[p]] = total / num_windows if total > -np.inf else -np.inf
 
 
 def _gaussian_weights(settings: SSIMSettings) -> np.ndarray:
@@ -565,28 +735,29 @@ def fused_pairwise_ssim(
     out = np.full(shape, np.nan)
     settings = queries.settings
     c1, c2 = _constants(settings)
-    out_h, out_w = queries.first.shape[-2:]
+    out_h, out_w = queries.windows
+    if (floors > -np.inf).any():
+        ranges = (*queries.bounds(), *reals.bounds())
+    else:  # no pair can be abandoned: the kernel never reads the bound ranges
+        ranges = (np.zeros((1, 2, 1, 1)),) * 4
     bounds = (
-        queries.bound_mean, queries.bound_std, reals.bound_mean, reals.bound_std,
-        _block_weights(int(out_h), int(out_w)), c1, c2, BLOCK_WINDOWS,
+        *ranges, _block_weights(int(out_h), int(out_w)), c1, c2, BLOCK_WINDOWS,
         (int(out_h) // BLOCK_WINDOWS // 4) * BLOCK_WINDOWS,
     )  # fmt: skip
     win = settings.window_px
-    n2 = float(win * win) ** 2
-    weights = _gaussian_weights(settings)
+    if settings.window is SSIMWindow.UNIFORM:
+        n2 = float(win * win) ** 2
+        weights = np.zeros(0, np.float32)
+        consts = np.array([win, n2 * c1, n2 * c2 / settings.cov_norm, 1.0, out_h * out_w])
+    else:
+        weights = _gaussian_weights(settings)
+        consts = np.array([0.0, c1, c2, settings.cov_norm, out_h * out_w])
     with _KERNEL_LOCK:
-        if settings.window is SSIMWindow.UNIFORM:
-            _uniform_many(
-                queries.images, queries.first, queries.second,
-                reals.images, reals.first, reals.second, active, floors, bounds,
-                win, np.float32(n2 * c1), np.float32(n2 * c2 / settings.cov_norm), out,
-            )  # fmt: skip
-        else:
-            _gaussian_many(
-                queries.images, queries.first, queries.second, queries.offset,
-                reals.images, reals.first, reals.second, reals.offset, active, floors, bounds,
-                weights, np.float32(c1), np.float32(c2), settings.cov_norm, out,
-            )  # fmt: skip
+        _many(
+            queries.images, queries.first, queries.second, queries.offset,
+            reals.images, reals.first, reals.second, reals.offset,
+            active, floors, bounds, weights, consts, out,
+        )  # fmt: skip
     return out
 
 
@@ -635,12 +806,10 @@ def pair_bounds(queries: FusedStats, reals: FusedStats) -> np.ndarray:
     Valid for non-negative intensities (uint8 images, as the kernel takes).
     """
     out = np.empty((len(queries), len(reals)))
-    out_h, out_w = queries.first.shape[-2:]
+    out_h, out_w = queries.windows
     c1, c2 = _constants(queries.settings)
     weights = _block_weights(int(out_h), int(out_w))
+    ranges = (*queries.bounds(), *reals.bounds())  # before the lock: bounds() takes it
     with _KERNEL_LOCK:
-        _pair_bounds(
-            queries.bound_mean, queries.bound_std, reals.bound_mean, reals.bound_std,
-            weights, c1, c2, out,
-        )  # fmt: skip
+        _pair_bounds(*ranges, weights, c1, c2, out)
     return out
