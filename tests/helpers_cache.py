@@ -7,17 +7,38 @@ box-downsampled from 256 px (exact block means), with a seeded patient-level
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
+from filelock import FileLock
 from skimage import io
 
 from shared.labels import NIH_LABELS, parse_finding_labels
 from site_node.data.cache import SiteCache, write_cache
 
-__all__ = ["build_site_cache"]
+__all__ = ["build_site_cache", "built_once"]
+
+
+@contextmanager
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Path]:
+    """``name`` in the session's temp folder, locked while the caller builds it.
+
+    Under pytest-xdist each worker has its own temp folder below one the whole session
+    shares; models several files use (a site's cache, labeller, generator) are built there
+    once, and a worker that asks while another builds waits for it (pytest-xdist's
+    documented pattern for session fixtures). Without xdist it is the session's own folder.
+    """
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    path = root / name
+    with FileLock(f"{path}.lock"):
+        yield path
 
 
 def _box_downsample(image: np.ndarray, res_px: int) -> np.ndarray:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers_cache import built_once
 from test_labeller_site_a import site_a_cache, site_a_labeller
 
 from hub.synthesis.class_optimisation import (
@@ -31,10 +32,10 @@ STARTS_PER_CLASS = 8
 
 def site_a_generator(tmp_path_factory, site_a: Path) -> Path:
     """A tiny PGGAN (32 px, 7 kimg) trained on site A; returns its run folder (once per session)."""
-    run = tmp_path_factory.getbasetemp() / "site-a-pggan-32"
-    if not (run / "export" / "generator.json").is_file():
-        cache = site_a_cache(tmp_path_factory, site_a)
-        train_tiny(cache, run, progress_bar=False, kimg_per_phase=1.0)  # 7 kimg, about 1 min
+    cache = site_a_cache(tmp_path_factory, site_a)
+    with built_once(tmp_path_factory, "site-a-pggan-32") as run:
+        if not (run / "export" / "generator.json").is_file():
+            train_tiny(cache, run, progress_bar=False, kimg_per_phase=1.0)  # 7 kimg, about 1 min
     return run
 
 

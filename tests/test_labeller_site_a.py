@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers_cache import built_once
 from scipy.stats import mannwhitneyu
 
 from shared.artifacts.labeller import load_labeller_export
@@ -28,26 +29,28 @@ MIN_TEST_POSITIVES = 10  # classes with fewer test positives are left out of the
 
 def site_a_cache(tmp_path_factory, site_a: Path) -> Path:
     """Site A ingested at up to 32 px, split 60/20/20 by patient (once per session)."""
-    out = tmp_path_factory.getbasetemp() / "site-a-cache-32"
-    if not (out / "manifest.json").is_file():
-        options = IngestOptions(max_resolution_px=RESOLUTION_PX, site_id="site-a",
-                                split_fractions=(0.6, 0.2, 0.2), seed=0)  # fmt: skip
-        ingest(site_a / "labels.csv", site_a / "images", out, options)
+    with built_once(tmp_path_factory, "site-a-cache-32") as out:
+        if not (out / "manifest.json").is_file():
+            options = IngestOptions(max_resolution_px=RESOLUTION_PX, site_id="site-a",
+                                    split_fractions=(0.6, 0.2, 0.2), seed=0)  # fmt: skip
+            ingest(site_a / "labels.csv", site_a / "images", out, options)
     return out
 
 
 def site_a_labeller(tmp_path_factory, site_a: Path) -> Path:
     """A DenseNet-121 labeller trained on site A at 32 px; returns its run folder."""
-    run = tmp_path_factory.getbasetemp() / "site-a-labeller-32"
-    if not (run / "export" / "labeller.json").is_file():
-        torch.manual_seed(0)
-        train_labeller(
-            LabellerTrainOptions(
-                cache_dir=site_a_cache(tmp_path_factory, site_a), out_dir=run,
-                resolution_px=RESOLUTION_PX, max_epochs=6, early_stop_patience_epochs=3,
-                batch_size=32, bootstrap_resamples=1000, progress_bar=False, accelerator="cpu",
-            )
-        )  # fmt: skip
+    cache = site_a_cache(tmp_path_factory, site_a)
+    with built_once(tmp_path_factory, "site-a-labeller-32") as run:
+        if not (run / "export" / "labeller.json").is_file():
+            torch.manual_seed(0)
+            train_labeller(
+                LabellerTrainOptions(
+                    cache_dir=cache, out_dir=run,
+                    resolution_px=RESOLUTION_PX, max_epochs=6, early_stop_patience_epochs=3,
+                    batch_size=32, bootstrap_resamples=1000, progress_bar=False,
+                    accelerator="cpu",
+                )
+            )  # fmt: skip
     return run
 
 
