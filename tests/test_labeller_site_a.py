@@ -37,21 +37,27 @@ def site_a_cache(tmp_path_factory, site_a: Path) -> Path:
     return out
 
 
-def site_a_labeller(tmp_path_factory, site_a: Path) -> Path:
-    """A DenseNet-121 labeller trained on site A at 32 px; returns its run folder."""
+def trained_site_a_labeller(tmp_path_factory, site_a: Path, name: str, **options) -> Path:
+    """A labeller trained on site A's cache at 32 px under ``name`` (once per session)."""
     cache = site_a_cache(tmp_path_factory, site_a)
-    with built_once(tmp_path_factory, "site-a-labeller-32") as run:
+    with built_once(tmp_path_factory, name) as run:
         if not (run / "export" / "labeller.json").is_file():
             torch.manual_seed(0)
             train_labeller(
                 LabellerTrainOptions(
-                    cache_dir=cache, out_dir=run,
-                    resolution_px=RESOLUTION_PX, max_epochs=6, early_stop_patience_epochs=3,
-                    batch_size=32, bootstrap_resamples=1000, progress_bar=False,
-                    accelerator="cpu",
+                    cache_dir=cache, out_dir=run, resolution_px=RESOLUTION_PX, batch_size=32,
+                    progress_bar=False, accelerator="cpu", **options,
                 )
             )  # fmt: skip
     return run
+
+
+def site_a_labeller(tmp_path_factory, site_a: Path) -> Path:
+    """A DenseNet-121 labeller trained on site A at 32 px; returns its run folder."""
+    return trained_site_a_labeller(
+        tmp_path_factory, site_a, "site-a-labeller-32",
+        max_epochs=6, early_stop_patience_epochs=3, bootstrap_resamples=1000,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
