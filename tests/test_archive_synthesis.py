@@ -25,7 +25,12 @@ from skimage.io import imread
 from hub.synthesis.archive import DATA_ENTRY_COLUMNS, JOURNAL_FILE, ArchiveWriter
 from hub.synthesis.class_optimisation import ClassOptimisationSettings
 from hub.synthesis.local_sampling import LocalSamplingSettings
-from hub.synthesis.pipeline import SynthesisOptions, prepare_synthesis, synthesize
+from hub.synthesis.pipeline import (
+    SynthesisOptions,
+    prepare_synthesis,
+    synthesize,
+    usable_thresholds,
+)
 from hub.synthesis.targets import allocate_targets, plan_series_sizes
 from shared.artifacts.keyring import ConsortiumKeyring
 from shared.artifacts.labeller import (
@@ -402,6 +407,22 @@ def test_errors_come_before_any_work(sources, tmp_path):
     with pytest.raises(ConfigError, match="no hub was given"):
         prepare_synthesis(_options(sources, out, generator="3f9a1c07deadbeef"))
     assert not out.exists()
+
+
+def test_a_class_is_callable_only_when_its_val_auc_ci_is_above_chance():
+    cfg = LabellerConfig(resolution_px=RES, class_names=("Mass", "Nodule", "Effusion", "Edema",
+                                                         "Hernia", "No Finding"))  # fmt: skip
+    classes = [
+        ClassMetrics(name="Mass", threshold_logit=0.1, val_auc=0.80, val_auc_ci95=(0.62, 0.93)),
+        ClassMetrics(name="Nodule", threshold_logit=0.2, val_auc=0.57, val_auc_ci95=(0.44, 0.70)),
+        ClassMetrics(name="Effusion", threshold_logit=0.3, val_auc=0.62, val_auc_ci95=(0.50, 0.74)),
+        ClassMetrics(name="Edema", threshold_logit=0.4, val_auc=0.70),  # no CI: point estimate
+        ClassMetrics(name="Hernia", threshold_logit=0.5, val_auc=0.48),
+        ClassMetrics(name="No Finding", threshold_logit=0.6, val_auc=None),
+    ]
+    card = LabellerCard(labeller_config=cfg, classes=classes)
+    assert usable_thresholds(card, 0.5) == [0.1, None, None, 0.4, None, None]
+    assert usable_thresholds(card, 0.75) == [None, None, None, None, None, None]
 
 
 def test_label_file_mix_and_registry_ids(sources, tmp_path):

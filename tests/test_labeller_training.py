@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 
 from shared.artifacts.labeller import (
     ClassMetrics,
@@ -68,7 +69,17 @@ def test_evaluate_classes_thresholds_from_val_and_none_for_absent_classes():
     val_s, test_s = rng.normal(size=(80, 2)) + val_y, rng.normal(size=(60, 2)) + test_y
     rows = evaluate_classes(["Mass", "Nodule"], val_s, val_y, test_s, test_y, num_resamples=200)
     assert rows[1].threshold_logit is None and rows[1].val_auc is None
+    assert rows[1].val_auc_ci95 is None
     assert rows[1].test_auc is not None and rows[1].test_auc_ci95 is not None
+    # The validation CI: a percentile bootstrap over images, against scikit-learn's AUC.
+    resampled = []
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        pick = rng.integers(0, 80, 80)
+        if 0 < val_y[pick, 0].sum() < 80:
+            resampled.append(roc_auc_score(val_y[pick, 0], val_s[pick, 0]))
+    assert rows[0].val_auc == pytest.approx(roc_auc_score(val_y[:, 0], val_s[:, 0]))
+    assert rows[0].val_auc_ci95 == pytest.approx(tuple(np.quantile(resampled, [0.025, 0.975])))
 
     def j(t):
         return (val_s[val_y[:, 0] == 1, 0] >= t).mean() - (val_s[val_y[:, 0] == 0, 0] >= t).mean()

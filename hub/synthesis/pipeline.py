@@ -62,7 +62,7 @@ from hub.synthesis.targets import allocate_targets, plan_series_sizes, target_we
 from shared.artifacts.archive import ArchiveManifest, ClassSummary
 from shared.artifacts.audit_state import AuditDecision
 from shared.artifacts.keyring import SignerKeys
-from shared.artifacts.labeller import LabellerCard
+from shared.artifacts.labeller import ClassMetrics, LabellerCard
 from shared.errors import ConfigError
 from shared.labels import NIH_LABELS, NO_FINDING
 
@@ -139,14 +139,21 @@ class SynthesisJob:
 def usable_thresholds(card: LabellerCard, min_val_auc: float) -> list[float | None]:
     """Each class's Youden threshold, or None where the labeller cannot call the class.
 
-    A class needs a threshold and a validation AUC above ``min_val_auc``: at or below
-    chance, Youden's cut-off is arbitrary (it can sit below every sample, so the class
-    would be "found" everywhere and optimising for it would change nothing).
+    A class needs a threshold and a validation AUC above ``min_val_auc`` with 95%
+    confidence: the lower end of the card's bootstrap CI (a card without one, from an
+    older labeller or FedAvg, is judged on the point estimate). Otherwise Youden's
+    cut-off is arbitrary: on site a at 32 px a labeller with val AUCs of 0.53-0.57 set
+    cut-offs that most generator samples exceed, so "no finding" targets were
+    unreachable and a positive label in the archive meant nothing.
     """
-    return [
-        c.threshold_logit if c.val_auc is not None and c.val_auc > min_val_auc else None
-        for c in card.classes
-    ]
+
+    def above_chance(c: ClassMetrics) -> bool:
+        if c.val_auc is None:
+            return False
+        low = c.val_auc if c.val_auc_ci95 is None else c.val_auc_ci95[0]
+        return c.val_auc > min_val_auc and low > min_val_auc
+
+    return [c.threshold_logit if above_chance(c) else None for c in card.classes]
 
 
 def _settings_for_plan(options: SynthesisOptions) -> dict:

@@ -74,6 +74,9 @@ class ClassMetrics(BaseModel):
         None, description="Youden's J cut-off on the validation ROC; None: no val positives"
     )
     val_auc: float | None = None
+    val_auc_ci95: tuple[float, float] | None = Field(
+        None, description="95% bootstrap CI of val_auc; the hub calls a class only above chance"
+    )
     test_auc: float | None = None
     test_auc_ci95: tuple[float, float] | None = None
     train_positives: Annotated[int, Field(ge=0)] = 0

@@ -1,4 +1,4 @@
-"""Per-class evaluation of a labeller: Youden thresholds on validation, test AUCs with CIs.
+"""Per-class evaluation of a labeller: Youden thresholds on validation, AUCs with CIs.
 
 Pure numpy over logits and multi-hot labels (formulas in :mod:`shared.stats`), so
 that it is tested without a network and reused by federated evaluation.
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared.stats import bootstrap_ci, per_class_roc_auc, youden_threshold
+from shared.stats import bootstrap_ci, youden_threshold
 
 __all__ = ["ClassEvaluation", "evaluate_classes", "format_table"]
 
@@ -23,6 +23,7 @@ class ClassEvaluation:
     name: str
     threshold_logit: float | None
     val_auc: float | None
+    val_auc_ci95: tuple[float, float] | None
     test_auc: float | None
     test_auc_ci95: tuple[float, float] | None
     val_positives: int
@@ -34,7 +35,7 @@ def _threshold(y: np.ndarray, logits: np.ndarray) -> float | None:
     return youden_threshold(y, logits) if both else None
 
 
-def _test_auc(
+def _auc_ci(
     y: np.ndarray, logits: np.ndarray, num_resamples: int, seed: int
 ) -> tuple[float | None, tuple[float, float] | None]:
     if not 0 < int(y.sum()) < y.size:
@@ -53,19 +54,22 @@ def evaluate_classes(
     num_resamples: int = 1000,
     seed: int = 0,
 ) -> list[ClassEvaluation]:
-    """Youden threshold and AUC on validation, AUC with a 95% bootstrap CI on test, per class.
+    """Youden threshold on validation, AUCs with 95% bootstrap CIs on validation and test.
 
     Classes without positives (or negatives) in a split get None for that split's numbers.
+    The validation CI tells the hub whether the labeller can call a class at all
+    (``hub.synthesis.pipeline.usable_thresholds``).
     """
-    val_aucs = per_class_roc_auc(val_labels, val_logits)
     out = []
     for c, name in enumerate(class_names):
-        test_auc, test_ci = _test_auc(test_labels[:, c], test_logits[:, c], num_resamples, seed)
+        val_auc, val_ci = _auc_ci(val_labels[:, c], val_logits[:, c], num_resamples, seed)
+        test_auc, test_ci = _auc_ci(test_labels[:, c], test_logits[:, c], num_resamples, seed)
         out.append(
             ClassEvaluation(
                 name=name,
                 threshold_logit=_threshold(val_labels[:, c], val_logits[:, c]),
-                val_auc=val_aucs[c],
+                val_auc=val_auc,
+                val_auc_ci95=val_ci,
                 test_auc=test_auc,
                 test_auc_ci95=test_ci,
                 val_positives=int(val_labels[:, c].sum()),

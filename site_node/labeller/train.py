@@ -191,6 +191,7 @@ def _card(
             name=e.name,
             threshold_logit=e.threshold_logit,
             val_auc=e.val_auc,
+            val_auc_ci95=e.val_auc_ci95,
             test_auc=e.test_auc,
             test_auc_ci95=e.test_auc_ci95,
             train_positives=int(train_labels[:, c].sum()),
