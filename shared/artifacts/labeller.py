@@ -75,7 +75,8 @@ class ClassMetrics(BaseModel):
     )
     val_auc: float | None = None
     val_auc_ci95: tuple[float, float] | None = Field(
-        None, description="95% bootstrap CI of val_auc; the hub calls a class only above chance"
+        default=None,
+        description="95% bootstrap CI of val_auc; the hub calls a class only above chance",
     )
     test_auc: float | None = None
     test_auc_ci95: tuple[float, float] | None = None
