@@ -172,7 +172,7 @@ def evaluation_contents(run_config: Mapping[str, object]) -> dict[str, RecordDic
     Run-config keys: ``classifiers`` (``tag=bundle_dir,...``: pulled classifier bundles,
     each sent as its registry id and weights sha256, never its weights), ``keyring``
     (consortium keyring file) or ``hub-public-key`` (PEM file) to verify them with,
-    ``sites``, ``real-baseline`` (bool), ``epochs``,
+    ``sites``, ``real-baseline`` (bool), ``epochs``, ``lr``,
     ``num-resamples``, ``min-count``, ``seed``, ``rare-label``, ``rare-keep-fraction``,
     ``rare-keep-unit`` (``patients``: whole positive patients are kept or cut; ``images``),
     ``rare-enrich-archive``, ``rare-enrich-images``.
@@ -194,7 +194,9 @@ def evaluation_contents(run_config: Mapping[str, object]) -> dict[str, RecordDic
         "seed": seed,
         "sites": None if sites in ([], ["all"]) else sites,
     }
-    recipe = TrainRecipe(max_epochs=int(config.get("epochs", 10)), seed=seed)
+    recipe = TrainRecipe(
+        max_epochs=int(config.get("epochs", 10)), lr=float(config.get("lr", 1e-3)), seed=seed
+    )
     contents: dict[str, RecordDict] = {}
     cfg = None
     for tag, bundle in _parse_classifiers(str(run_config.get("classifiers", ""))).items():
