@@ -5,25 +5,33 @@ its output into ``<logs>/<component>.log`` (structured, redacted), logs a heartb
 the child's latest line every ``heartbeat_s`` (progress of long jobs), and raises
 :class:`StepFailedError` with the tail of the output when it exits non-zero.
 :func:`has_verb` tells whether ``radshare-site`` / ``radshare-hub`` offers a verb yet.
+Steps of different sites may run in threads at once; :func:`stop_running` (the demo is
+being stopped) terminates every running step and refuses new ones.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from deployment.processes import die_with_parent, service_env, tag_line, tool
 from shared.errors import RadshareError
 
-__all__ = ["StepFailedError", "has_verb", "run_command"]
+__all__ = ["StepFailedError", "has_verb", "run_command", "run_concurrently", "stop_running"]
 
 log = logging.getLogger("radshare.deployment.demo")
+
+_running: set[subprocess.Popen[bytes]] = set()
+_running_lock = threading.Lock()
+_stopping = threading.Event()
 
 
 class StepFailedError(RadshareError):
@@ -41,6 +49,43 @@ def has_verb(program: str, verb: str) -> bool:
         return False
     names = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
     return verb in names
+
+
+def stop_running() -> None:
+    """SIGTERM every running step (each saves what it can) and start no new one."""
+    _stopping.set()
+    with _running_lock:
+        processes = list(_running)
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+
+
+def run_concurrently(jobs: Sequence[Callable[[], object]], threads_per_step: int) -> None:
+    """Run ``jobs`` (each runs steps) in threads, as many at once as the cores allow.
+
+    Each step is a process with ``threads_per_step`` OMP threads, so two cores run two
+    one-thread steps side by side; 0 (torch's default: every core) runs one job at a
+    time. A job's exception is raised after the other jobs finish; Ctrl+C or SIGTERM
+    stops every running step and starts no new one.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = 1 if threads_per_step == 0 else (cores or 1) // threads_per_step
+    workers = max(1, min(len(jobs), workers))
+    if workers == 1:
+        for job in jobs:
+            job()
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="demo-step") as pool:
+        futures = [pool.submit(job) for job in jobs]
+        try:
+            for future in futures:
+                future.result()  # a job's error is raised once the others have finished
+        except Exception:
+            raise
+        except BaseException:  # Ctrl+C, SIGTERM (SystemExit): stop the others too
+            stop_running()
+            raise
 
 
 def _pump(stream, sink, component: str, tail: deque[str]) -> None:
@@ -65,6 +110,8 @@ def run_command(
     Returns the last output lines. Raises :class:`StepFailedError` on a non-zero exit or
     after ``timeout_s`` (the process is killed).
     """
+    if _stopping.is_set():
+        raise StepFailedError(f"{what}: not started, the demo is stopping")
     log_dir.mkdir(parents=True, exist_ok=True)
     argv = [tool(argv[0]) if "/" not in argv[0] else argv[0], *argv[1:]]
     env = service_env({"RADSHARE_LOG_COMPONENT": component})
@@ -84,11 +131,15 @@ def run_command(
             target=_pump, args=(process.stdout, sink, component, tail), daemon=True
         )
         pump.start()
+        with _running_lock:
+            _running.add(process)
         try:
             code = _wait(process, what, started, timeout_s, heartbeat_s, tail)
         finally:
             _stop(process)  # interrupted (Ctrl+C, SIGTERM): stop the step, let it checkpoint
             pump.join(timeout=10.0)
+            with _running_lock:
+                _running.discard(process)
     elapsed_s = time.monotonic() - started
     if code != 0:
         lines = [_message_of(line) for line in list(tail)[-12:]]

@@ -103,7 +103,11 @@ class ProfileSettings(_Strict):
     phantom_resolution_px: int = Field(default=64, ge=32, description="side of the phantom PNGs")
     cache_resolution_px: int = Field(default=64, ge=4, description="ingest --max-resolution")
     pggan_profile: Profile = Field(
-        default="tiny", description="site_node.pggan profile (network size)"
+        default="cpu",
+        description="site_node.pggan profile (network size): at 17.5 kimg the cpu network "
+        "(fmap 64, batch 32) made archives whose classifiers reached mean AUC 0.73 / 0.78 "
+        "(sites a / b) against 0.72 / 0.72 for the tiny one (fmap 32) at 42 kimg, in "
+        "about the same time",
     )
     pggan_resolution_px: int = Field(
         default=32,
@@ -121,7 +125,13 @@ class ProfileSettings(_Strict):
     audit_num_generated: int = Field(
         default=100, ge=10, description="generated images per local audit"
     )
-    archive_images_per_site: int = Field(default=300, ge=10, description="synthetic archive size")
+    archive_images_per_site: int = Field(
+        default=2000,
+        ge=10,
+        description="synthetic archive size: the same generators' archives of 300 / 1500 / "
+        "4000 images trained classifiers to mean AUC 0.73 / 0.88 / 0.88 at site a and "
+        "0.78 / 0.84 / 0.89 at site b",
+    )
     synthesis: Literal["optimise", "unlabelled"] = Field(
         default="optimise",
         description="optimise: latent class optimisation (Segal et al.), the product's "
@@ -132,6 +142,13 @@ class ProfileSettings(_Strict):
     )
     classifier_epochs: int = Field(
         default=15, ge=1, description="classifier training epochs (synthetic and real-only)"
+    )
+    classifier_lr: float = Field(
+        default=3e-3,
+        gt=0,
+        description="Adam learning rate of every classifier (real-only and synthetic): at "
+        "15 epochs on 280 phantom images 3e-3 gave real-only mean AUC 0.971 / 0.939 "
+        "(sites a / b) against 0.842 / 0.848 at 1e-3",
     )
     classifier_small_network: bool = Field(
         default=True, description="a small DenseNet classifier (CPU), not DenseNet-121"
@@ -156,6 +173,7 @@ class ProfileSettings(_Strict):
 
 PROFILE_SETTINGS: dict[str, ProfileSettings] = {
     "tiny": ProfileSettings(
+        pggan_profile="tiny",
         phantom_images=120,
         phantom_resolution_px=32,
         cache_resolution_px=32,
@@ -184,6 +202,7 @@ PROFILE_SETTINGS: dict[str, ProfileSettings] = {
         synthesis="optimise",
         synthesis_max_steps=200,
         classifier_epochs=10,
+        classifier_lr=1e-3,
         classifier_small_network=False,
         federated_timeout_s=1800.0,
         accelerator="gpu",

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from deployment import hub_steps, site_steps
+from deployment.commands import run_concurrently
 from deployment.config import DemoConfig, DemoSite, load_config
 from deployment.launcher import Consortium
 from deployment.layout import DemoLayout
@@ -91,10 +92,9 @@ def run_demo(config: DemoConfig, options: DemoOptions | None = None) -> int:
     for index, site in enumerate(config.sites):
         _prepare_site(ctx, state, site, index)
 
-    # Train each site's PGGAN and labeller, and audit the generator at the site. One site
-    # after the other: on two cores, parallel training only makes both slower.
-    for site in config.sites:
-        _train_site(ctx, state, site)
+    # Train each site's PGGAN and labeller, and audit the generator at the site; the sites
+    # at once, as hospitals would (each step is a one-thread process on the cpu profile).
+    for_each_site(ctx, lambda site: _train_site(ctx, state, site))
 
     # Start the consortium on loopback (on every run that still has work for it): hub,
     # SuperLink, one SuperNode per site; then the steps that need them.
@@ -106,6 +106,13 @@ def run_demo(config: DemoConfig, options: DemoOptions | None = None) -> int:
     code = _finish(state, report, time.monotonic() - started)
     lock.close()
     return code
+
+
+def for_each_site(ctx: DemoContext, action: Callable[[DemoSite], object]) -> None:
+    """``action(site)`` for every site, as many at once as the cores allow (the sites'
+    steps are independent processes, as in a real consortium)."""
+    jobs = [functools.partial(action, site) for site in ctx.config.sites]
+    run_concurrently(jobs, ctx.settings.torch_threads)
 
 
 def _limit_threads(threads: int) -> None:
@@ -139,16 +146,14 @@ def _consortium_steps(ctx: DemoContext, state: DemoState, options: DemoOptions) 
         _start_services(ctx, state, consortium)
 
         # Publish each site's generator to the hub, then pull every one at the hub.
-        for site in config.sites:
-            _publish_site(ctx, state, site, consortium)
+        for_each_site(ctx, lambda site: _publish_site(ctx, state, site, consortium))
 
         # Run the federated memorisation audit first: each site audits, only aggregates come
         # back, and the hub stores each site's signed report (its audit policy reads them).
         _federated(ctx, state, consortium, "audit", options.kill_site_during_audit)
 
         # Synthesise a labelled archive from every generator, through the hub's audit policy.
-        for site in config.sites:
-            _synthesise(ctx, state, site, consortium)
+        for_each_site(ctx, lambda site: _synthesise(ctx, state, site, consortium))
 
         # Pool the archives and train classifiers: one per site's archive, one on the pool.
         _pool_and_train(ctx, state)

@@ -43,6 +43,8 @@ THRESHOLDS = {
     "synthetic_fraction_of_real_min": 0.90,
     "prevalence_gap_pp_max": 10.0,
 }
+#: The AUC a classifier gets on a label it cannot output (its archive does not annotate it).
+CHANCE_AUC = 0.5
 
 _EXAMPLES_PER_LABEL = 4
 
@@ -82,11 +84,19 @@ def _mean_aucs(state: DemoState, site_id: str) -> dict[str, Any]:
         if np.isfinite(auc):
             values.setdefault(str(row[index["setting"]]), {})[str(row[index["label"]])] = auc
     named = {"real": "real", "site-synthetic": "synthetic", "pooled": "pooled"}
+    labels = list(values.get("real", {}))  # the real-only classifier's labels, if any
     out: dict[str, Any] = {}
     for setting, name in named.items():
         if values.get(setting):
-            out[name] = float(np.mean(list(values[setting].values())))
-            out[f"{name}_per_label"] = values[setting]
+            per_label = values[setting]
+            missing = [lb for lb in labels if lb not in per_label]
+            # Over the real-only classifier's labels: one the classifier cannot output
+            # (its archive does not annotate it) counts as chance, 0.5.
+            scores = [per_label.get(lb, CHANCE_AUC) for lb in labels or per_label]
+            out[name] = float(np.mean(scores))
+            out[f"{name}_per_label"] = per_label
+            if missing:
+                out[f"{name}_labels_at_chance"] = missing
     return out
 
 
@@ -99,9 +109,13 @@ def _site_results(ctx: DemoContext, state: DemoState, site: Any) -> dict[str, An
     data = manifest.get("data", {})
     if data and rows:
         real_n, counts = int(data["num_images"]), dict(data["counts_per_label"])
-        prevalence = {}
+        prevalence: dict[str, dict[str, Any]] = {}
+        annotated = set(_annotated(archive)) or set(classes)
         for label in classes:
             real = counts.get(label, 0) / max(real_n, 1)
+            if label not in annotated:  # the labeller cannot call it: the archive is silent
+                prevalence[label] = {"real": real, "synthetic": None, "gap_pp": None}
+                continue
             synthetic = sum(label in labels for _, labels in rows) / len(rows)
             prevalence[label] = {
                 "real": real,
@@ -133,6 +147,8 @@ def _checks(result: dict[str, Any]) -> dict[str, bool | None]:
     aucs, prevalence = result.get("auc", {}), result.get("prevalence")
     real, fraction = aucs.get("real"), aucs.get("synthetic_fraction_of_real")
     gaps = [v["gap_pp"] for v in (prevalence or {}).values()]
+    # A label the archive does not annotate has no synthetic prevalence: not met.
+    gaps = [np.inf if gap is None else gap for gap in gaps]
     return {
         "real_mean_auc": None if real is None else real >= THRESHOLDS["real_mean_auc_min"],
         "synthetic_keeps_real_auc": (
@@ -230,8 +246,13 @@ def _site_figure(
 
 def _prevalence_axes(ax: Any, prevalence: dict[str, dict[str, float]], labels: list[str]) -> None:
     y = np.arange(len(labels))
-    real = [prevalence.get(lb, {}).get("real", np.nan) for lb in labels]
-    synthetic = [prevalence.get(lb, {}).get("synthetic", np.nan) for lb in labels]
+
+    def share(label: str, kind: str) -> float:
+        value = prevalence.get(label, {}).get(kind)
+        return np.nan if value is None else value  # None: the archive does not annotate it
+
+    real = [share(lb, "real") for lb in labels]
+    synthetic = [share(lb, "synthetic") for lb in labels]
     ax.barh(y - 0.2, real, height=0.4, label="real", color="#4c72b0")
     ax.barh(y + 0.2, synthetic, height=0.4, label="synthetic", color="#dd8452")
     ax.set_yticks(y, [])  # the rows of images name the labels
@@ -260,6 +281,7 @@ def _verdict_rows(results: dict[str, Any]) -> list[list[object]]:
     for site_id, site in results["sites"].items():
         aucs, checks = site.get("auc", {}), site.get("checks", {})
         gaps = [v["gap_pp"] for v in site.get("prevalence", {}).values()]
+        gaps = [np.inf if gap is None else gap for gap in gaps]  # inf: a label not annotated
         rows.append(
             [
                 f"site {site_id}",
@@ -269,7 +291,7 @@ def _verdict_rows(results: dict[str, Any]) -> list[list[object]]:
                 if "synthetic_fraction_of_real" in aucs
                 else "–",
                 aucs.get("pooled", float("nan")),
-                f"{max(gaps):.1f}" if gaps else "–",
+                ("not annotated" if max(gaps) == np.inf else f"{max(gaps):.1f}") if gaps else "–",
                 _met(checks),
             ]
         )
@@ -285,7 +307,12 @@ def _met(checks: dict[str, bool | None]) -> str:
 
 def _prevalence_rows(results: dict[str, Any]) -> list[list[object]]:
     return [
-        [f"site {site_id}", label, v["real"], v["synthetic"], round(v["gap_pp"], 1)]
+        [f"site {site_id}", label, v["real"]]
+        + (
+            ["not annotated", "–"]
+            if v["gap_pp"] is None
+            else [v["synthetic"], round(v["gap_pp"], 1)]
+        )
         for site_id, site in results["sites"].items()
         for label, v in site.get("prevalence", {}).items()
     ]
@@ -322,6 +349,21 @@ def _limits(ctx: DemoContext) -> str:
     )
 
 
+def _silent_labels(results: dict[str, Any]) -> list[str]:
+    """One line per site whose archive leaves a label out: the labeller cannot call it."""
+    lines = []
+    for site_id, site in results["sites"].items():
+        silent = [lb for lb, v in site.get("prevalence", {}).items() if v["gap_pp"] is None]
+        if silent:
+            lines.append(
+                f"site {site_id}: the archive does not annotate {', '.join(silent)}: the "
+                "site's labeller cannot call it (validation AUC not above chance with 95% "
+                "confidence), so class optimisation does not target it, and the site-"
+                f"synthetic classifier scores chance ({CHANCE_AUC}) on it in the mean AUC."
+            )
+    return lines
+
+
 def glance_section(ctx: DemoContext, state: DemoState, results: dict[str, Any]) -> Section:
     """The first screen: the verdict table, then one figure per site."""
     section = Section(GLANCE_TITLE)
@@ -342,6 +384,7 @@ def glance_section(ctx: DemoContext, state: DemoState, results: dict[str, Any]) 
     section.tables.append(
         ("Mean AUC on the site's real test split", [*header, "targets"], _verdict_rows(results))
     )
+    section.paragraphs.extend(_silent_labels(results))
     for site in ctx.config.sites:
         figure = _site_figure(ctx, state, site, results["sites"].get(site.site_id, {}))
         if figure is not None:

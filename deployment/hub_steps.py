@@ -7,12 +7,13 @@ shows that section as blocked with the reason.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
-from deployment.commands import StepFailedError, has_verb, run_command
+from deployment.commands import StepFailedError, has_verb, run_command, run_concurrently
 from deployment.flower import FlowerConnection, run_app
 from deployment.site_steps import DemoContext
 
@@ -227,6 +228,7 @@ def train_classifiers(ctx: DemoContext, state: Any) -> dict[str, Any]:
     }
     sources["pooled"] = state.outputs("hub.pool")["pool"]
     empty: dict[str, str] = {}
+    jobs = []
     for name, archive in sources.items():
         out = ctx.layout.hub / "classifiers" / name
         if (out / "bundle" / "manifest.json").is_file():
@@ -239,13 +241,15 @@ def train_classifiers(ctx: DemoContext, state: Any) -> dict[str, Any]:
         argv = ["radshare-hub", "train-classifier", "--archive", archive, "--out", str(out)]
         argv += ["--hub-key", str(ctx.layout.hub_signing_key)]  # the hub's key, in the keyring
         argv += ["--max-epochs", str(s.classifier_epochs), "--seed", str(ctx.config.seed)]
+        argv += ["--lr", str(s.classifier_lr)]
         argv += ["--resolution-px", str(s.pggan_resolution_px), "--accelerator", s.accelerator]
         if s.classifier_small_network:
             argv.append("--small-network")
         if name != "pooled":
             argv += ["--site-id", name]
-        run_hub(ctx, f"train classifier on {name}", argv)
+        jobs.append(functools.partial(run_hub, ctx, f"train classifier on {name}", argv))
         runs[name] = str(out)
+    run_concurrently(jobs, s.torch_threads)
     if not runs:
         raise StepFailedError("every archive is empty: no classifier to train")
     return {"classifiers": runs, **({"not_trained": empty} if empty else {})}
@@ -380,6 +384,7 @@ def federated_evaluate(
         tag = name if name == "pooled" else f"synthetic:{name}"
         argv += ["--classifier", f"{tag}={Path(run) / 'bundle'}"]
     argv += ["--real-baseline", "--epochs", str(ctx.settings.classifier_epochs)]
+    argv += ["--lr", str(ctx.settings.classifier_lr)]
     argv += ["--resamples", str(ctx.settings.evaluation_resamples), "--app-dir", str(app_dir)]
     # registered at the hub first (operator); each site pulls and verifies them itself
     argv += ["--hub", str(consortium.hub_address), "--tls-dir", str(consortium.tls_dir)]

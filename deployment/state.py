@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,10 +49,14 @@ class _StateFile(BaseModel):
 
 
 class DemoState:
-    """Load, query and update ``state.json``; every update is written at once, atomically."""
+    """Load, query and update ``state.json``; every update is written at once, atomically.
+
+    Steps of different sites may run in threads at once: updates are serialised.
+    """
 
     def __init__(self, path: Path, config_json: str) -> None:
         self.path = path
+        self._lock = threading.Lock()
         digest = hashlib.sha256(config_json.encode()).hexdigest()
         if path.is_file():
             self._data = _StateFile.model_validate_json(path.read_text())
@@ -84,8 +89,9 @@ class DemoState:
 
     def set(self, step: str, record: StepRecord) -> None:
         """Record ``step`` and save."""
-        self._data.steps[step] = record
-        self._save()
+        with self._lock:
+            self._data.steps[step] = record
+            self._save()
 
     def steps(self) -> dict[str, StepRecord]:
         """Every recorded step, in the order they first ran."""

@@ -7,6 +7,7 @@ here by hand, not by the code under test.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,14 @@ def _archive(folder: Path, labels: list[str]) -> Path:
     return folder
 
 
+def _record_site_a(state: DemoState, manifest: dict, archive: Path, rows: list[list]) -> None:
+    """What the demo's steps record: the pulled manifest, the archive, the evaluation table."""
+    state.set("hub.pull.a", StepRecord(status="done", outputs={"manifest": manifest}))
+    state.set("hub.synthesize.a", StepRecord(status="done", outputs={"archive": str(archive)}))
+    table = {"columns": COLUMNS, "rows": rows}
+    state.set("hub.federated-evaluate", StepRecord(status="done", outputs={"table": table}))
+
+
 def _context(tmp_path: Path) -> tuple[DemoContext, DemoState]:
     config = DemoConfig(out_dir=tmp_path / "out", profile="tiny")
     layout = DemoLayout(config.out_dir)
@@ -60,16 +69,13 @@ def test_results_are_means_gaps_and_verdicts_of_the_demo_files(tmp_path):
         ["pooled", "a", "Cardiomegaly", 9, 30, 0.7, ""],
         ["real", "b", "Cardiomegaly", 9, 30, 0.1, ""],
     ]
-    state.set("hub.pull.a", StepRecord(status="done", outputs={"manifest": manifest}))
-    state.set("hub.synthesize.a", StepRecord(status="done", outputs={"archive": str(archive)}))
-    table = {"columns": COLUMNS, "rows": rows}
-    state.set("hub.federated-evaluate", StepRecord(status="done", outputs={"table": table}))
+    _record_site_a(state, manifest, archive, rows)
 
     site = demo_results(ctx, state, elapsed_s=1.0)["sites"]["a"]
 
     assert site["auc"]["real"] == pytest.approx(0.85)  # (0.9 + 0.8) / 2, withheld skipped
     assert site["auc"]["synthetic"] == pytest.approx(0.75)
-    assert site["auc"]["pooled"] == pytest.approx(0.7)
+    assert site["auc"]["pooled"] == pytest.approx(0.6)  # (0.7 + chance 0.5 for Effusion) / 2
     assert site["auc"]["synthetic_fraction_of_real"] == pytest.approx(0.75 / 0.85)
     gaps = {label: round(v["gap_pp"], 6) for label, v in site["prevalence"].items()}
     assert gaps == {"Cardiomegaly": 5.0, "Effusion": 0.0, "Pneumothorax": 0.0, "No Finding": 0.0}
@@ -81,6 +87,37 @@ def test_results_are_means_gaps_and_verdicts_of_the_demo_files(tmp_path):
     # Site b has no archive yet: its prevalence check has nothing to check, and says so.
     section = glance_section(ctx, state, demo_results(ctx, state, elapsed_s=1.0))
     assert any("site b: no synthetic archive yet" in p for p in section.paragraphs)
+
+
+def test_a_label_the_archive_does_not_annotate_counts_as_chance_and_misses_prevalence(tmp_path):
+    ctx, state = _context(tmp_path)
+    counts = {"Cardiomegaly": 25, "Effusion": 30, "Pneumothorax": 20, "No Finding": 40}
+    manifest = {"data": {"num_images": 100, "counts_per_label": counts}}
+    cells = ["Cardiomegaly"] * 3 + ["Effusion"] * 3 + ["No Finding"] * 4
+    archive = _archive(tmp_path / "arch-a", cells)
+    annotated = ["Cardiomegaly", "Effusion", "No Finding"]  # Pneumothorax: not callable
+    (archive / "manifest.json").write_text(json.dumps({"annotated_labels": annotated}))
+    rows = [
+        ["real", "a", "Cardiomegaly", 9, 30, 0.9, ""],
+        ["real", "a", "Effusion", 9, 30, 0.9, ""],
+        ["real", "a", "Pneumothorax", 9, 30, 0.8, ""],
+        ["site-synthetic", "a", "Cardiomegaly", 9, 30, 0.9, ""],
+        ["site-synthetic", "a", "Effusion", 9, 30, 0.85, ""],
+    ]
+    _record_site_a(state, manifest, archive, rows)
+
+    results = demo_results(ctx, state, elapsed_s=1.0)
+    site = results["sites"]["a"]
+
+    # (0.9 + 0.85 + 0.5) / 3 over the real-only classifier's labels, not (0.9 + 0.85) / 2.
+    assert site["auc"]["synthetic"] == pytest.approx(0.75)
+    assert site["auc"]["synthetic_labels_at_chance"] == ["Pneumothorax"]
+    assert site["auc"]["synthetic_fraction_of_real"] == pytest.approx(0.75 / (2.6 / 3))
+    assert site["prevalence"]["Pneumothorax"] == {"real": 0.2, "synthetic": None, "gap_pp": None}
+    assert site["prevalence"]["Cardiomegaly"]["gap_pp"] == pytest.approx(5.0)
+    assert site["checks"]["prevalence_within_gap"] is False
+    section = glance_section(ctx, state, results)
+    assert any("does not annotate Pneumothorax" in p for p in section.paragraphs)
 
 
 def test_demo_styles_draw_only_the_demo_findings_at_a_visible_severity():
