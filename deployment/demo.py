@@ -4,7 +4,8 @@
     python -m deployment.demo --profile tiny --out /tmp/d
     python -m deployment.demo --data-a ../shared/data/cxr-site-a --data-b ../shared/data/cxr-site-b
 
-One linear procedure (:func:`run_demo`). Every step is a separate process (the verb a
+One procedure (:func:`run_demo`); the sites' steps run side by side where the cores allow
+(:func:`for_each_site`). Every step is a separate process (the verb a
 hospital's IT or the consortium's operator would run) and records its completion in
 ``<out>/state.json``; running the demo again skips what is done and redoes the rest, so a
 stopped demo resumes. Services (hub gRPC server, SuperLink, one SuperNode per site) are
