@@ -234,9 +234,13 @@ def train_classifiers(ctx: DemoContext, state: Any) -> dict[str, Any]:
         if (out / "bundle" / "manifest.json").is_file():
             runs[name] = str(out)
             continue
-        if _archive_images(Path(archive)) == 0:  # class optimisation kept no patient
-            empty[name] = f"{archive}: the archive holds no image, so no classifier"
-            log.warning("hub: no classifier on %s: its archive holds no image", name)
+        patients = _archive_patients(Path(archive))
+        if 0 <= patients < 2:  # class optimisation kept (almost) no patient
+            empty[name] = (
+                f"{archive}: the archive holds {patients} synthetic patient(s); a classifier "
+                "needs at least 2 (one for validation), so none is trained"
+            )
+            log.warning("hub: no classifier on %s: %d patient(s) in its archive", name, patients)
             continue
         argv = ["radshare-hub", "train-classifier", "--archive", archive, "--out", str(out)]
         argv += ["--hub-key", str(ctx.layout.hub_signing_key)]  # the hub's key, in the keyring
@@ -251,19 +255,20 @@ def train_classifiers(ctx: DemoContext, state: Any) -> dict[str, Any]:
         runs[name] = str(out)
     run_concurrently(jobs, s.torch_threads)
     if not runs:
-        raise StepFailedError("every archive is empty: no classifier to train")
+        raise StepFailedError("no archive holds 2 synthetic patients: " + "; ".join(empty.values()))
     return {"classifiers": runs, **({"not_trained": empty} if empty else {})}
 
 
-def _archive_images(archive: Path) -> int:
-    """Rows of an archive's labels CSV (``Data_Entry.csv``); -1 when it has none."""
+def _archive_patients(archive: Path) -> int:
+    """Patients in an archive's (or pool's) labels CSV; -1 when it has none."""
     import csv
 
-    table = archive / "Data_Entry.csv"
-    if not table.is_file():
+    tables = [archive / "Data_Entry.csv", archive / "Data_Entry_pool.csv"]
+    table = next((t for t in tables if t.is_file()), None)
+    if table is None:
         return -1
     with table.open(newline="") as handle:
-        return sum(1 for _ in csv.DictReader(handle))
+        return len({row["Patient ID"] for row in csv.DictReader(handle)})
 
 
 def federated_audit(

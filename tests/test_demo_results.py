@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from deployment import hub_steps
+from deployment.commands import StepFailedError
 from deployment.config import DemoConfig
 from deployment.demo import _fingerprint
 from deployment.glance import demo_results, glance_section
@@ -118,6 +120,24 @@ def test_a_label_the_archive_does_not_annotate_counts_as_chance_and_misses_preva
     assert site["checks"]["prevalence_within_gap"] is False
     section = glance_section(ctx, state, results)
     assert any("does not annotate Pneumothorax" in p for p in section.paragraphs)
+
+
+def test_no_classifier_is_trained_on_an_archive_of_fewer_than_two_patients(tmp_path):
+    ctx, state = _context(tmp_path)
+    one_patient = _archive(tmp_path / "arch-a", ["Cardiomegaly"])  # Patient ID 0
+    empty = _archive(tmp_path / "arch-b", [])
+    pool = _archive(tmp_path / "pool", ["Effusion"])
+    (pool / "Data_Entry.csv").rename(pool / "Data_Entry_pool.csv")  # the pool's layout
+    for site, archive in (("a", one_patient), ("b", empty)):
+        outputs = {"archive": str(archive)}
+        state.set(f"hub.synthesize.{site}", StepRecord(status="done", outputs=outputs))
+    state.set("hub.pool", StepRecord(status="done", outputs={"pool": str(pool)}))
+    with pytest.raises(StepFailedError) as raised:
+        hub_steps.train_classifiers(ctx, state)
+    message = str(raised.value)
+    assert message.count("needs at least 2") == 3, message
+    assert "holds 1 synthetic patient(s)" in message and "holds 0" in message
+    assert not (ctx.layout.hub / "classifiers").exists()  # nothing was started
 
 
 def test_demo_styles_draw_only_the_demo_findings_at_a_visible_severity():
