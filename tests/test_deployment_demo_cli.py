@@ -114,6 +114,7 @@ def long_step():
         outcomes.append(str(error))
 def short_step():
     run_command("t", ["/bin/sh", "-c", "true"], log_dir=log, what="short")
+signal.signal(signal.SIGINT, signal.default_int_handler)  # xdist workers ignore SIGINT
 threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGINT)).start()  # Ctrl+C after 2 s
 try:
     run_concurrently([long_step, short_step], threads_per_step=1)
