@@ -1,19 +1,19 @@
-"""A match-site archive from site-A sources keeps the site's label prevalence (issue 13, 5).
+"""A match-site archive keeps the site's label prevalence (issue 13, 5): sites A and B.
 
-The generator is the tiny site-A PGGAN of ``test_classopt_site_a.py``; the labeller the
-small DenseNet (``small_network``) trained here on the same cache (the DenseNet-121 of
-``test_labeller_site_a.py`` costs about 7 s per optimisation step of 64 latents on 2
-shared cores). The check is independent of the code under test: the site's prevalence
-is read from the site's cache table (train split), the archive's from its
-``Data_Entry.csv``, and the patient-bootstrap CI is a plain resampling loop.
-About 6 minutes on the 2-core VM under load (5 of them training the two networks, which
-the session shares); 45 images (9 patients) give CIs of ±0.2–0.4, so this catches gross
-drift (a label the archive loses or floods), not a close miss.
+Per site, a tiny PGGAN and a small DenseNet labeller (``small_network``) are trained on
+the site's real images at 32 px (site A's are shared with ``test_classopt_site_a.py`` and
+``test_labeller_site_a.py``). The check is independent of the code under test: the site's
+prevalence is read from the site's cache table (train split), the archive's from its
+``Data_Entry.csv``, and the patient-bootstrap CI is a plain resampling loop. 45 images
+(9 patients) give CIs of +-0.2-0.4, so this catches gross drift (a label the archive loses
+or floods), not a close miss.
+
 The labeller calls only the classes whose validation AUC is above chance with 95%
-confidence (``usable_thresholds``; measured 2026-12-03: Consolidation and No Finding's
-negatives). Before that rule, findings at val AUC 0.53-0.57 were targets, and 4 of the 5 No
-Finding patients were abandoned: the generator's samples exceeded those arbitrary cut-offs.
-Abandoned patients bias prevalence, so fewer than 70% written fails the test.
+confidence (``usable_thresholds``). Site B's always include Pneumonia. Site A's small
+labeller is near chance at 32 px: measured runs called Consolidation, or no class at all,
+in which case the hub refuses to synthesise and site A's case skips with that refusal.
+Before the rule, findings at val AUC 0.53-0.57 were targets and 4 of 5 No Finding patients
+were abandoned. Abandoned patients bias prevalence, so fewer than 70% written fails.
 """
 
 import csv
@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from helpers_cache import built_once
 from scipy import stats
 from test_classopt_site_a import site_a_generator
 from test_labeller_site_a import site_a_cache, trained_site_a_labeller
@@ -30,37 +32,72 @@ from test_labeller_site_a import site_a_cache, trained_site_a_labeller
 from hub.synthesis.class_optimisation import ClassOptimisationSettings
 from hub.synthesis.local_sampling import LocalSamplingSettings
 from hub.synthesis.pipeline import SynthesisOptions, synthesize
+from shared.errors import LabelError
+from site_node.data.ingest import IngestOptions, ingest
+from site_node.labeller.train import LabellerTrainOptions, train_labeller
+from site_node.pggan.train import train_tiny
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 
 NUM_IMAGES = 45
+SMALL_LABELLER = dict(
+    max_epochs=12, early_stop_patience_epochs=5, bootstrap_resamples=200, small_network=True
+)
 MIN_WRITTEN_SHARE = 0.7  # fewer written patients: abandoned targets bias the prevalence
 
 
-def _small_labeller(tmp_path_factory, site_a: Path) -> Path:
-    return trained_site_a_labeller(
-        tmp_path_factory, site_a, "site-a-labeller-small-32",
-        max_epochs=12, early_stop_patience_epochs=5, bootstrap_resamples=200,
-        small_network=True,
-    ) / "export"  # fmt: skip
+def _site_b_sources(tmp_path_factory, site_b: Path) -> tuple[Path, Path, Path]:
+    """Site B's cache, tiny PGGAN and small labeller, as site A's are built (once)."""
+    with built_once(tmp_path_factory, "site-b-cache-32") as cache:
+        if not (cache / "manifest.json").is_file():
+            options = IngestOptions(max_resolution_px=32, site_id="site-b",
+                                    split_fractions=(0.6, 0.2, 0.2), seed=0)  # fmt: skip
+            ingest(site_b / "labels.csv", site_b / "images", cache, options)
+    with built_once(tmp_path_factory, "site-b-pggan-32") as run:
+        if not (run / "export" / "generator.json").is_file():
+            train_tiny(cache, run, progress_bar=False, kimg_per_phase=1.0)
+    with built_once(tmp_path_factory, "site-b-labeller-small-32") as labeller:
+        if not (labeller / "export" / "labeller.json").is_file():
+            torch.manual_seed(0)
+            train_labeller(LabellerTrainOptions(cache_dir=cache, out_dir=labeller,
+                                                resolution_px=32, batch_size=32,
+                                                progress_bar=False, accelerator="cpu",
+                                                **SMALL_LABELLER))  # fmt: skip
+    return cache, run / "export", labeller / "export"
 
 
-@pytest.fixture(scope="module")
-def archive(tmp_path_factory, site_a):
-    generator = site_a_generator(tmp_path_factory, site_a) / "export"
-    labeller = _small_labeller(tmp_path_factory, site_a)
-    out = tmp_path_factory.mktemp("prevalence") / "archive"
-    manifest = synthesize(
-        SynthesisOptions(
-            generator=str(generator), labeller=str(labeller), out_dir=out,
-            num_images=NUM_IMAGES, labels="match-site", seed=0, device="cpu",
-            trust_local_export=True,  # the default retry budget (20 attempts)
-            optimisation=ClassOptimisationSettings(batch_size=32, max_steps=100,
-                                                   plateau_patience_steps=30),
-            sampling=LocalSamplingSettings(batch_size=64, max_draws_per_image=50),
-        )
+def _site_a_sources(tmp_path_factory, site_a: Path) -> tuple[Path, Path, Path]:
+    labeller = trained_site_a_labeller(
+        tmp_path_factory, site_a, "site-a-labeller-small-32", **SMALL_LABELLER
+    )
+    generator = site_a_generator(tmp_path_factory, site_a)
+    return site_a_cache(tmp_path_factory, site_a), generator / "export", labeller / "export"
+
+
+@pytest.fixture(scope="module", params=["a", "b"])
+def archive(request, tmp_path_factory):
+    site = request.param
+    data = request.getfixturevalue(f"site_{site}")
+    build = _site_a_sources if site == "a" else _site_b_sources
+    cache, generator, labeller = build(tmp_path_factory, data)
+    out = tmp_path_factory.mktemp(f"prevalence-{site}") / "archive"
+    options = SynthesisOptions(
+        generator=str(generator), labeller=str(labeller), out_dir=out,
+        num_images=NUM_IMAGES, labels="match-site", seed=0, device="cpu",
+        trust_local_export=True,  # the default retry budget (20 attempts)
+        optimisation=ClassOptimisationSettings(batch_size=32, max_steps=100,
+                                               plateau_patience_steps=30),
+        sampling=LocalSamplingSettings(batch_size=64, max_draws_per_image=50),
     )  # fmt: skip
-    cache = site_a_cache(tmp_path_factory, site_a)
+    try:
+        manifest = synthesize(options)
+    except LabelError as error:
+        if site == "b":
+            raise
+        # Site a at 32 px: the small labeller's validation AUCs are 0.4-0.8 on 5-30
+        # positives; some runs call one class with 95% confidence, some none, and the hub
+        # then refuses (the behaviour asked for). Site b always has a callable class.
+        pytest.skip(f"site a: the small labeller calls no class; the hub refused: {error}")
     return out, manifest, cache
 
 
