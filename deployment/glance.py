@@ -105,12 +105,13 @@ def _site_results(ctx: DemoContext, state: DemoState, site: Any) -> dict[str, An
     manifest = state.outputs(f"hub.pull.{site.site_id}").get("manifest") or {}
     archive = state.outputs(f"hub.synthesize.{site.site_id}").get("archive")
     rows = _archive_rows(Path(archive)) if archive else []
-    classes = site_classes(site) or _annotated(archive)
+    annotated_labels = _annotated(archive)
+    classes = site_classes(site) or annotated_labels
     data = manifest.get("data", {})
     if data and rows:
         real_n, counts = int(data["num_images"]), dict(data["counts_per_label"])
         prevalence: dict[str, dict[str, Any]] = {}
-        annotated = set(_annotated(archive)) or set(classes)
+        annotated = set(annotated_labels) or set(classes)
         for label in classes:
             real = counts.get(label, 0) / max(real_n, 1)
             if label not in annotated:  # the labeller cannot call it: the archive is silent
@@ -142,13 +143,17 @@ def _annotated(archive: str | None) -> list[str]:
     return list(manifest.get("annotated_labels", []))
 
 
+def _gaps(prevalence: dict[str, dict[str, Any]]) -> list[float]:
+    """Each label's prevalence gap in points; inf for a label the archive does not annotate
+    (it has no synthetic prevalence, so the target is not met)."""
+    return [np.inf if v["gap_pp"] is None else v["gap_pp"] for v in prevalence.values()]
+
+
 def _checks(result: dict[str, Any]) -> dict[str, bool | None]:
     """Each threshold: True (met), False (missed) or None (no number to check)."""
     aucs, prevalence = result.get("auc", {}), result.get("prevalence")
     real, fraction = aucs.get("real"), aucs.get("synthetic_fraction_of_real")
-    gaps = [v["gap_pp"] for v in (prevalence or {}).values()]
-    # A label the archive does not annotate has no synthetic prevalence: not met.
-    gaps = [np.inf if gap is None else gap for gap in gaps]
+    gaps = _gaps(prevalence or {})
     return {
         "real_mean_auc": None if real is None else real >= THRESHOLDS["real_mean_auc_min"],
         "synthetic_keeps_real_auc": (
@@ -280,8 +285,7 @@ def _verdict_rows(results: dict[str, Any]) -> list[list[object]]:
     rows: list[list[object]] = []
     for site_id, site in results["sites"].items():
         aucs, checks = site.get("auc", {}), site.get("checks", {})
-        gaps = [v["gap_pp"] for v in site.get("prevalence", {}).values()]
-        gaps = [np.inf if gap is None else gap for gap in gaps]  # inf: a label not annotated
+        gaps = _gaps(site.get("prevalence", {}))
         rows.append(
             [
                 f"site {site_id}",
