@@ -23,19 +23,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from helpers_cache import built_once
 from scipy import stats
 from test_classopt_site_a import site_a_generator
-from test_labeller_site_a import site_a_cache, trained_site_a_labeller
+from test_labeller_site_a import site_cache, trained_site_a_labeller
 
 from hub.synthesis.class_optimisation import ClassOptimisationSettings
 from hub.synthesis.local_sampling import LocalSamplingSettings
 from hub.synthesis.pipeline import SynthesisOptions, synthesize
 from shared.errors import LabelError
-from site_node.data.ingest import IngestOptions, ingest
-from site_node.labeller.train import LabellerTrainOptions, train_labeller
-from site_node.pggan.train import train_tiny
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 
@@ -46,40 +41,19 @@ SMALL_LABELLER = dict(
 MIN_WRITTEN_SHARE = 0.7  # fewer written patients: abandoned targets bias the prevalence
 
 
-def _site_b_sources(tmp_path_factory, site_b: Path) -> tuple[Path, Path, Path]:
-    """Site B's cache, tiny PGGAN and small labeller, as site A's are built (once)."""
-    with built_once(tmp_path_factory, "site-b-cache-32") as cache:
-        if not (cache / "manifest.json").is_file():
-            options = IngestOptions(max_resolution_px=32, site_id="site-b",
-                                    split_fractions=(0.6, 0.2, 0.2), seed=0)  # fmt: skip
-            ingest(site_b / "labels.csv", site_b / "images", cache, options)
-    with built_once(tmp_path_factory, "site-b-pggan-32") as run:
-        if not (run / "export" / "generator.json").is_file():
-            train_tiny(cache, run, progress_bar=False, kimg_per_phase=1.0)
-    with built_once(tmp_path_factory, "site-b-labeller-small-32") as labeller:
-        if not (labeller / "export" / "labeller.json").is_file():
-            torch.manual_seed(0)
-            train_labeller(LabellerTrainOptions(cache_dir=cache, out_dir=labeller,
-                                                resolution_px=32, batch_size=32,
-                                                progress_bar=False, accelerator="cpu",
-                                                **SMALL_LABELLER))  # fmt: skip
-    return cache, run / "export", labeller / "export"
-
-
-def _site_a_sources(tmp_path_factory, site_a: Path) -> tuple[Path, Path, Path]:
-    labeller = trained_site_a_labeller(
-        tmp_path_factory, site_a, "site-a-labeller-small-32", **SMALL_LABELLER
-    )
-    generator = site_a_generator(tmp_path_factory, site_a)
-    return site_a_cache(tmp_path_factory, site_a), generator / "export", labeller / "export"
+def _sources(tmp_path_factory, site_dir: Path, site: str) -> tuple[Path, Path, Path]:
+    """The site's cache, tiny PGGAN export and small labeller export (built once)."""
+    name = f"site-{site}-labeller-small-32"
+    labeller = trained_site_a_labeller(tmp_path_factory, site_dir, name, site, **SMALL_LABELLER)
+    generator = site_a_generator(tmp_path_factory, site_dir, site)
+    return site_cache(tmp_path_factory, site_dir, site), generator / "export", labeller / "export"
 
 
 @pytest.fixture(scope="module", params=["a", "b"])
 def archive(request, tmp_path_factory):
     site = request.param
     data = request.getfixturevalue(f"site_{site}")
-    build = _site_a_sources if site == "a" else _site_b_sources
-    cache, generator, labeller = build(tmp_path_factory, data)
+    cache, generator, labeller = _sources(tmp_path_factory, data, site)
     out = tmp_path_factory.mktemp(f"prevalence-{site}") / "archive"
     options = SynthesisOptions(
         generator=str(generator), labeller=str(labeller), out_dir=out,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from helpers_cache import built_once
-from test_labeller_site_a import site_a_cache, site_a_labeller
+from test_labeller_site_a import site_a_labeller, site_cache
 
 from hub.synthesis.class_optimisation import (
     BatchedClassOptimiser,
@@ -30,10 +30,11 @@ pytestmark = pytest.mark.realdata
 STARTS_PER_CLASS = 8
 
 
-def site_a_generator(tmp_path_factory, site_a: Path) -> Path:
-    """A tiny PGGAN (32 px, 7 kimg) trained on site A; returns its run folder (once per session)."""
-    cache = site_a_cache(tmp_path_factory, site_a)
-    with built_once(tmp_path_factory, "site-a-pggan-32") as run:
+def site_a_generator(tmp_path_factory, site_a: Path, site: str = "a") -> Path:
+    """A tiny PGGAN (32 px, 7 kimg) trained on site A (or ``site``, folder ``site_a``);
+    returns its run folder (once per session)."""
+    cache = site_cache(tmp_path_factory, site_a, site)
+    with built_once(tmp_path_factory, f"site-{site}-pggan-32") as run:
         if not (run / "export" / "generator.json").is_file():
             train_tiny(cache, run, progress_bar=False, kimg_per_phase=1.0)  # 7 kimg, about 1 min
     return run

@@ -27,19 +27,27 @@ RESOLUTION_PX = 32
 MIN_TEST_POSITIVES = 10  # classes with fewer test positives are left out of the macro AUC
 
 
-def site_a_cache(tmp_path_factory, site_a: Path) -> Path:
-    """Site A ingested at up to 32 px, split 60/20/20 by patient (once per session)."""
-    with built_once(tmp_path_factory, "site-a-cache-32") as out:
+def site_cache(tmp_path_factory, site_dir: Path, site: str = "a") -> Path:
+    """A sample site ingested at up to 32 px, split 60/20/20 by patient (once per session)."""
+    with built_once(tmp_path_factory, f"site-{site}-cache-32") as out:
         if not (out / "manifest.json").is_file():
-            options = IngestOptions(max_resolution_px=RESOLUTION_PX, site_id="site-a",
+            options = IngestOptions(max_resolution_px=RESOLUTION_PX, site_id=f"site-{site}",
                                     split_fractions=(0.6, 0.2, 0.2), seed=0)  # fmt: skip
-            ingest(site_a / "labels.csv", site_a / "images", out, options)
+            ingest(site_dir / "labels.csv", site_dir / "images", out, options)
     return out
 
 
-def trained_site_a_labeller(tmp_path_factory, site_a: Path, name: str, **options) -> Path:
-    """A labeller trained on site A's cache at 32 px under ``name`` (once per session)."""
-    cache = site_a_cache(tmp_path_factory, site_a)
+def site_a_cache(tmp_path_factory, site_a: Path) -> Path:
+    """Site A's cache (:func:`site_cache`)."""
+    return site_cache(tmp_path_factory, site_a, "a")
+
+
+def trained_site_a_labeller(
+    tmp_path_factory, site_a: Path, name: str, site: str = "a", **options
+) -> Path:
+    """A labeller trained on a site's cache at 32 px under ``name`` (once per session);
+    site A's unless ``site`` (and ``site_a``, its folder) say otherwise."""
+    cache = site_cache(tmp_path_factory, site_a, site)
     with built_once(tmp_path_factory, name) as run:
         if not (run / "export" / "labeller.json").is_file():
             torch.manual_seed(0)
