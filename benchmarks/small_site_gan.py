@@ -98,13 +98,19 @@ def train_pggan(work: Path, setting: str, args: argparse.Namespace) -> Path:
     return run_dir
 
 
+def _archive_tag(setting: str, args: argparse.Namespace) -> str:
+    """``SITE-MODE``, and ``-seedN`` for an archive seed other than 0."""
+    site, mode = setting.split(":")
+    return f"{site}-{mode}" + (f"-seed{args.archive_seed}" if args.archive_seed else "")
+
+
 def make_archive(work: Path, setting: str, run_dir: Path, args: argparse.Namespace) -> Path:
     """A class-optimised archive (match-site targets) from the setting's generator."""
     from hub.synthesis.class_optimisation import ClassOptimisationSettings
     from hub.synthesis.pipeline import SynthesisOptions, synthesize
 
-    site, mode = setting.split(":")
-    out = work / "hub" / "archives" / f"{site}-{mode}"
+    site = setting.split(":")[0]
+    out = work / "hub" / "archives" / _archive_tag(setting, args)
     if not (out / "manifest.json").is_file():
         synthesize(
             SynthesisOptions(
@@ -112,7 +118,7 @@ def make_archive(work: Path, setting: str, run_dir: Path, args: argparse.Namespa
                 labeller=str(_site_dir(work, site) / "labeller" / "export"),
                 out_dir=out,
                 num_images=args.archive_size,
-                seed=0,
+                seed=args.archive_seed,
                 device="cuda" if args.accelerator == "gpu" else "cpu",
                 optimisation=ClassOptimisationSettings(
                     max_steps=args.max_steps, plateau_patience_steps=20
@@ -137,6 +143,7 @@ def train_archive_classifier(work: Path, tag: str, archive: Path, args: argparse
             "site_id": tag.split("-")[0],
             "resolution_px": args.resolution,
             "max_epochs": args.classifier_epochs,
+            "lr": args.classifier_lr,
             "early_stop_patience_epochs": 3,
             "accelerator": args.accelerator,
             **pc.SMALL_NETWORK,
@@ -173,7 +180,7 @@ def evaluate_at_site(
     if bundle is None:
         request = EvaluationRequest(
             tag="real", mode="train-real", labeller_config=cfg, num_resamples=args.resamples,
-            recipe=TrainRecipe(max_epochs=args.classifier_epochs),
+            recipe=TrainRecipe(max_epochs=args.classifier_epochs, lr=args.classifier_lr),
         )  # fmt: skip
         content = request_content(request)
     else:
@@ -249,7 +256,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     # Per setting: PGGAN (site), archive (hub), archive classifier (hub), evaluation (site).
     for setting in settings:
         site, mode = setting.split(":")
-        tag = f"{site}-{mode}"
+        tag, archive_tag = f"{site}-{mode}", _archive_tag(setting, args)
         outputs = _site_stages(work, setting, args, times)
         _save_times(times_path, times)
         fd_samples = None
@@ -259,7 +266,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         if outputs.get("classifier") is None:
             rows.append({"resolution_px": args.resolution, "site": site, "setting": mode,
                          "fd_samples": fd_samples, "gan_s": times.get(f"pggan:{tag}"),
-                         "archive_s": times.get(f"archive:{tag}"),
+                         "archive_seed": args.archive_seed,
+                         "archive_s": times.get(f"archive:{archive_tag}"),
                          "failed": "no archive classifier (empty archive)"})  # fmt: skip
             print(f"| {args.resolution} | {site} | {mode} | FD samples {fd_samples} | failed: "
                   f"empty archive | {times.get(f'pggan:{tag}')} |", flush=True)  # fmt: skip
@@ -282,8 +290,11 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             "auc_synthetic": round(synthetic_auc, 3), "auc_real": round(real_auc, 3),
             "kept": round(synthetic_auc / real_auc, 3), "final_p": ada_p,
             "per_label_synthetic": per_label, "per_label_real": real_per_label,
-            "gan_s": times.get(f"pggan:{tag}"), "archive_s": times.get(f"archive:{tag}"),
-            "classifier_s": times.get(f"classifier:{tag}"),
+            "archive_seed": args.archive_seed,
+            "archive_images": _archive_images(outputs["archive"]),
+            "kimg_per_phase": args.kimg_per_phase, "classifier_lr": args.classifier_lr,
+            "gan_s": times.get(f"pggan:{tag}"), "archive_s": times.get(f"archive:{archive_tag}"),
+            "classifier_s": times.get(f"classifier:{archive_tag}"),
         })  # fmt: skip
         _save_rows(work / "results.json", rows)
         _save_times(times_path, times)
@@ -300,9 +311,14 @@ def _save_times(path: Path, times: dict[str, float]) -> None:
 def _save_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     """Merge ``rows`` into ``path`` (a later run of a setting replaces its row)."""
     kept = json.loads(path.read_text()) if path.is_file() else []
-    keys = {(r["site"], r["setting"]) for r in rows}
-    merged = [r for r in kept if (r["site"], r["setting"]) not in keys] + rows
+    keys = {_row_key(r) for r in rows}
+    merged = [r for r in kept if _row_key(r) not in keys] + rows
     path.write_text(json.dumps(merged, indent=1))
+
+
+def _row_key(row: dict[str, Any]) -> tuple[str, str, int]:
+    """A results row's identity: site, setting, archive seed (rows before it: seed 0)."""
+    return row["site"], row["setting"], row.get("archive_seed", 0)
 
 
 def _site_stages(
@@ -310,7 +326,8 @@ def _site_stages(
 ) -> dict[str, Any]:
     """PGGAN (site), archive (hub), archive classifier (hub); a stage that fails ends it."""
     site, mode = setting.split(":")
-    tag = f"{site}-{mode}"
+    keys = {"pggan": f"pggan:{site}-{mode}"}
+    tag = _archive_tag(setting, args)
     outputs: dict[str, Any] = {}
     for stage in ("pggan", "archive", "classifier"):
         start = time.time()
@@ -325,9 +342,15 @@ def _site_stages(
             log.warning("%s %s: %s", setting, stage, error)
             outputs[stage] = None
             break
-        if f"{stage}:{tag}" not in times:
-            _timed(times, f"{stage}:{tag}", start)
+        key = keys.get(stage, f"{stage}:{tag}")
+        if key not in times:
+            _timed(times, key, start)
     return outputs
+
+
+def _archive_images(archive: Path) -> int:
+    """Images the archive holds (its manifest)."""
+    return int(json.loads((archive / "manifest.json").read_text())["num_images"])
 
 
 def _classifier_config(bundle: Path, work: Path) -> Any:
@@ -366,10 +389,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--archive-size", type=int, default=150)
     parser.add_argument("--max-steps", type=int, default=40, help="class optimisation steps")
     parser.add_argument("--classifier-epochs", type=int, default=8)
+    parser.add_argument(
+        "--classifier-lr", type=float, default=1e-3, help="Adam lr, archive and real-only alike"
+    )
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--fd-samples", type=int, default=500, help="G samples for FD")
     parser.add_argument("--accelerator", default="cpu", choices=("cpu", "gpu"))
     parser.add_argument("--seed", type=int, default=0, help="PGGAN seed (networks and draws)")
+    parser.add_argument("--archive-seed", type=int, default=0, help="class optimisation seed")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     os.environ.setdefault("RADSHARE_SAMPLE_DATA", str(ROOT.parent / "shared" / "data"))
