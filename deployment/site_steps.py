@@ -167,6 +167,15 @@ def make_keys(ctx: DemoContext, site: DemoSite) -> dict[str, Any]:
     return {"signing_key": str(paths.signing_key), "public_key": str(public_key)}
 
 
+def pggan_batch_sizes_argv(settings: ProfileSettings) -> list[str]:
+    """``--batch-sizes`` with ``pggan_batch_size`` at every level from 4 px to the target
+    (nothing when it is None: the PGGAN profile's own batches)."""
+    if settings.pggan_batch_size is None:
+        return []
+    levels = (4 << i for i in range(settings.pggan_resolution_px.bit_length() - 2))
+    return ["--batch-sizes", ",".join(f"{px}:{settings.pggan_batch_size}" for px in levels)]
+
+
 def train_pggan(ctx: DemoContext, site: DemoSite) -> dict[str, Any]:
     """Train (or resume) the site's PGGAN; returns the run folder and its latest sample grid."""
     run_dir, s = ctx.site(site).pggan_run, ctx.settings
@@ -174,6 +183,7 @@ def train_pggan(ctx: DemoContext, site: DemoSite) -> dict[str, Any]:
     common = ["--cache", cache, "--out", str(run_dir), "--profile", s.pggan_profile]
     common += ["--resolution", str(s.pggan_resolution_px), "--seed", str(ctx.config.seed)]
     argv = ["radshare-site", "train", *common, "--kimg-per-phase", str(s.pggan_kimg_per_phase)]
+    argv += pggan_batch_sizes_argv(s)
     argv += ["--accelerator", s.accelerator, "--no-progress-bar"]  # progress: tick lines
     if (run_dir / "options.json").is_file():  # an interrupted run: go on from last.ckpt
         argv = ["radshare-site", "train", "--out", str(run_dir), "--resume", "--no-progress-bar"]

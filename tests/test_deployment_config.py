@@ -75,3 +75,24 @@ def test_profiles_grow_from_tiny_to_gpu():
         assert getattr(tiny, name) < getattr(cpu, name) < getattr(gpu, name)
     assert tiny.pggan_resolution_px >= 32  # the labeller's smallest input
     assert DemoConfig(profile="gpu").resolved_settings().accelerator == "gpu"
+
+
+def test_cpu_profile_trains_the_pggan_with_one_batch_at_every_level():
+    from deployment.site_steps import pggan_batch_sizes_argv
+    from site_node.pggan.schedule import parse_batch_sizes
+
+    cpu = PROFILE_SETTINGS["cpu"]
+    flag, value = pggan_batch_sizes_argv(cpu)
+    assert flag == "--batch-sizes"
+    assert parse_batch_sizes(value) == {4: 16, 8: 16, 16: 16, 32: 16}
+    larger = cpu.model_copy(update={"pggan_resolution_px": 128, "pggan_batch_size": 8})
+    assert parse_batch_sizes(pggan_batch_sizes_argv(larger)[1]) == {
+        4: 8,
+        8: 8,
+        16: 8,
+        32: 8,
+        64: 8,
+        128: 8,
+    }
+    for profile in ("tiny", "gpu"):  # the PGGAN profile's own batches
+        assert pggan_batch_sizes_argv(PROFILE_SETTINGS[profile]) == []
