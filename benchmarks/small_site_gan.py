@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import pooled_comparison as pc  # noqa: E402  (cache + labeller stages, reused)
 
+from shared.artifacts.archive import read_archive_manifest  # noqa: E402
 from shared.errors import TrainingError  # noqa: E402
 
 log = logging.getLogger("radshare.bench.small_site_gan")
@@ -58,14 +59,10 @@ def _timed(times: dict[str, float], key: str, start: float) -> None:
     times[key] = round(time.time() - start, 1)
 
 
-def _batch_sizes(resolution_px: int) -> dict[int, int]:
-    """The tiny profile's batch of 16 at every level up to ``resolution_px``."""
-    return {4 << i: 16 for i in range(int(np.log2(resolution_px)) - 1)}
-
-
 def train_pggan(work: Path, setting: str, args: argparse.Namespace) -> Path:
     """The site's PGGAN for ``setting`` (``SITE:MODE`` or ``SITE:warm-MODE``); its run folder."""
     from site_node.pggan.options import TrainOptions
+    from site_node.pggan.schedule import uniform_batch_sizes
     from site_node.pggan.train import resume_options, train
     from site_node.pggan.warm_start import WarmStart
 
@@ -76,7 +73,7 @@ def train_pggan(work: Path, setting: str, args: argparse.Namespace) -> Path:
     values: dict[str, Any] = {
         "resolution_px": args.resolution,
         "kimg_per_phase": args.kimg_per_phase,
-        "batch_sizes": _batch_sizes(args.resolution),
+        "batch_sizes": uniform_batch_sizes(args.resolution, 16),  # the tiny profile's 16
         "accelerator": args.accelerator,
         "progress_bar": False,
         "augment": mode.removeprefix("warm-"),
@@ -291,7 +288,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             "kept": round(synthetic_auc / real_auc, 3), "final_p": ada_p,
             "per_label_synthetic": per_label, "per_label_real": real_per_label,
             "archive_seed": args.archive_seed,
-            "archive_images": _archive_images(outputs["archive"]),
+            "archive_images": read_archive_manifest(outputs["archive"]).num_images,
             "kimg_per_phase": args.kimg_per_phase, "classifier_lr": args.classifier_lr,
             "gan_s": times.get(f"pggan:{tag}"), "archive_s": times.get(f"archive:{archive_tag}"),
             "classifier_s": times.get(f"classifier:{archive_tag}"),
@@ -326,7 +323,6 @@ def _site_stages(
 ) -> dict[str, Any]:
     """PGGAN (site), archive (hub), archive classifier (hub); a stage that fails ends it."""
     site, mode = setting.split(":")
-    keys = {"pggan": f"pggan:{site}-{mode}"}
     tag = _archive_tag(setting, args)
     outputs: dict[str, Any] = {}
     for stage in ("pggan", "archive", "classifier"):
@@ -342,15 +338,11 @@ def _site_stages(
             log.warning("%s %s: %s", setting, stage, error)
             outputs[stage] = None
             break
-        key = keys.get(stage, f"{stage}:{tag}")
+        # the generator is the setting's; archive and classifier are per archive seed
+        key = f"pggan:{site}-{mode}" if stage == "pggan" else f"{stage}:{tag}"
         if key not in times:
             _timed(times, key, start)
     return outputs
-
-
-def _archive_images(archive: Path) -> int:
-    """Images the archive holds (its manifest)."""
-    return int(json.loads((archive / "manifest.json").read_text())["num_images"])
 
 
 def _classifier_config(bundle: Path, work: Path) -> Any:

@@ -19,6 +19,7 @@ from deployment.commands import StepFailedError, run_command
 from deployment.config import DemoConfig, DemoSite, ProfileSettings
 from deployment.layout import DemoLayout, SiteLayout
 from site_node.audit.gate import SUMMARY_FILE, latest_audit
+from site_node.pggan.schedule import format_batch_sizes, uniform_batch_sizes
 
 __all__ = [
     "DemoContext",
@@ -172,8 +173,8 @@ def pggan_batch_sizes_argv(settings: ProfileSettings) -> list[str]:
     (nothing when it is None: the PGGAN profile's own batches)."""
     if settings.pggan_batch_size is None:
         return []
-    levels = (4 << i for i in range(settings.pggan_resolution_px.bit_length() - 2))
-    return ["--batch-sizes", ",".join(f"{px}:{settings.pggan_batch_size}" for px in levels)]
+    sizes = uniform_batch_sizes(settings.pggan_resolution_px, settings.pggan_batch_size)
+    return ["--batch-sizes", format_batch_sizes(sizes)]
 
 
 def train_pggan(ctx: DemoContext, site: DemoSite) -> dict[str, Any]:

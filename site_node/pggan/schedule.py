@@ -25,7 +25,9 @@ __all__ = [
     "ProgressSchedule",
     "ScheduleState",
     "build_phases",
+    "format_batch_sizes",
     "parse_batch_sizes",
+    "uniform_batch_sizes",
 ]
 
 # Han et al. (2020), supplement: 128 up to 32², then halved per doubling to fit 16 GB.
@@ -103,6 +105,16 @@ def parse_batch_sizes(text: str) -> dict[int, int]:
                 f"--batch-sizes: expected RES:SIZE pairs like '4:128,64:64', got {item!r}"
             ) from None
     return sizes
+
+
+def format_batch_sizes(sizes: Mapping[int, int]) -> str:
+    """``{4: 128, 64: 32}`` as ``"4:128,64:32"`` (what :func:`parse_batch_sizes` reads)."""
+    return ",".join(f"{res_px}:{size}" for res_px, size in sizes.items())
+
+
+def uniform_batch_sizes(resolution_px: int, batch_size: int) -> dict[int, int]:
+    """``batch_size`` at every level from 4 px to ``resolution_px``."""
+    return {2**res_log2: batch_size for res_log2 in range(2, int(math.log2(resolution_px)) + 1)}
 
 
 def _batch_size_at(res_px: int, batch_sizes: Mapping[int, int]) -> int:
