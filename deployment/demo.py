@@ -28,6 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from pydantic import ValidationError
+
 from deployment import hub_steps, site_steps
 from deployment.commands import run_concurrently
 from deployment.config import DemoConfig, DemoSite, load_config
@@ -36,10 +38,11 @@ from deployment.layout import DemoLayout
 from deployment.report import write_demo_report
 from deployment.site_steps import DemoContext
 from deployment.state import DemoState, StepRecord
-from shared.errors import RadshareError
+from shared.errors import ConfigError, RadshareError
 from shared.fileio import atomic_write_text
 from shared.locks import hold_exclusive_lock
 from shared.logs import configure_logging
+from shared.validation import field_error
 
 __all__ = ["DemoOptions", "main", "run_demo"]
 
@@ -401,6 +404,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-b", type=Path, default=None, help="site b: labels.csv + images/")
     parser.add_argument("--fresh", action="store_true", help="delete --out first (no resume)")
     parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of every random step (default 0): phantom "
+        "data, training, synthesis; another seed is another run of the same demo",
+    )
+    parser.add_argument(
         "--insecure-flower", action="store_true", help="no TLS between Flower processes"
     )
     parser.add_argument(
@@ -420,6 +430,8 @@ def build_config(args: argparse.Namespace) -> DemoConfig:
         updates["out_dir"] = args.out
     if args.profile is not None:
         updates["profile"] = args.profile
+    if args.seed is not None:
+        updates["seed"] = args.seed
     if args.insecure_flower:
         updates["flower_tls"] = False
     sites = list(config.sites)
@@ -427,7 +439,10 @@ def build_config(args: argparse.Namespace) -> DemoConfig:
         if folder is not None and index < len(sites):
             sites[index] = sites[index].model_copy(update={"data_dir": folder.resolve()})
     updates["sites"] = sites
-    return DemoConfig.model_validate({**config.model_dump(), **updates})
+    try:
+        return DemoConfig.model_validate({**config.model_dump(), **updates})
+    except ValidationError as error:
+        raise ConfigError(field_error(error, "command line", with_value=True)) from error
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:

@@ -18,6 +18,7 @@ from deployment.commands import (
     run_concurrently,
 )
 from deployment.demo import _fingerprint, _parse, build_config
+from shared.errors import ConfigError
 
 
 def test_defaults_are_two_phantom_sites_on_the_cpu_profile():
@@ -37,6 +38,12 @@ def test_real_folders_and_flags_override(tmp_path: Path):
     assert config.sites[0].data_dir == tmp_path / "a"
     assert config.sites[1].data_dir == Path("rel/b").resolve()
     assert config.profile == "tiny" and config.out_dir == Path("x")
+    assert config.seed == 0 and build_config(_parse(["--seed", "3"])).seed == 3
+
+
+def test_a_negative_seed_is_refused_naming_the_field_and_value():
+    with pytest.raises(ConfigError, match=r"command line: field 'seed'.*\(value -1\)"):
+        build_config(_parse(["--seed", "-1"]))
 
 
 def test_resume_key_ignores_the_output_folder_but_not_the_data():
