@@ -9,9 +9,9 @@ with the arguments below, chosen for a laptop CPU: about a minute each on 2 core
 (the audit calibration, with data, about four: its SSIM matrices dominate); run a
 script by hand with its own ``--help`` for full-size numbers, a GPU or real data.
 ``bench_audit_calibration`` runs only where ``RADSHARE_SAMPLE_DATA`` points at
-the team's data. The experiments (``dp_membership_experiment``,
-``pooled_comparison``, ``rare_class_enrichment``) train networks for tens of
-minutes to hours and are never run from here.
+the team's data. The experiments (:data:`NOT_RUN`: the demo over several seeds,
+the DP membership experiment, the small-site, per-label, pooling and rare-class
+studies) train networks for tens of minutes to hours and are never run from here.
 
 Exit code: 0 if every benchmark that ran exited 0, else 1.
 """
@@ -61,7 +61,15 @@ def _benches(work: Path, data: str | None) -> list[Bench]:
 
 
 #: Scripts in benchmarks/ that this runner never starts (long experiments).
-NOT_RUN = ("dp_membership_experiment", "pooled_comparison", "rare_class_enrichment")
+NOT_RUN = (
+    "demo_seeds",
+    "dp_membership_experiment",
+    "per_label_site",
+    "pooled_comparison",
+    "pooling_b1_b2",
+    "rare_class_enrichment",
+    "small_site_gan",
+)
 
 
 def _run(bench: Bench, timeout_s: float) -> tuple[str, float]:

@@ -159,7 +159,7 @@ def test_demo_results_agree_with_the_evaluation_and_the_archives(phantom_demo):
 @pytest.mark.skipif(
     PROFILE != "cpu",
     reason="issue 13's targets are for the cpu profile (make demo): "
-    "RADSHARE_DEMO_TEST_PROFILE=cpu; last measured unmet, see docs/demo.md",
+    "RADSHARE_DEMO_TEST_PROFILE=cpu (about 10 min; docs/demo.md has the runs)",
 )
 def test_demo_meets_the_product_targets(phantom_demo):
     """Issue 13: real-only mean AUC >= 0.85, synthetic >= 90% of it, prevalence within 10 pp."""
