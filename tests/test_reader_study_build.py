@@ -107,7 +107,9 @@ def test_server_appends_valid_answers_and_rejects_bad_ones(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
-    answers = pd.read_csv(tmp_path / "s" / "answers.csv")
+    # ids as text, as score.py reads them: a random hex id like "342282e43285" parses as a float
+    ids = {"reader_id": str, "item_id": str, "image_id": str}
+    answers = pd.read_csv(tmp_path / "s" / "answers.csv", dtype=ids)
     assert answers[["reader_id", "image_id", "answer", "elapsed_ms"]].values.tolist() == [
         ["r1", item.images[0], "real", 12]
     ]
