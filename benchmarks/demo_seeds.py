@@ -60,7 +60,7 @@ def site_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "site": site,
                 "real_auc": auc["real"],
                 "synthetic_auc": auc["synthetic"],
-                "synthetic_of_real": auc["synthetic"] / auc["real"],
+                "synthetic_of_real": auc["synthetic_fraction_of_real"],
                 "pooled_of_real": auc["pooled"] / auc["real"],
                 "max_gap_pp": None if None in gaps else max(gaps),
                 "checks": checks,
